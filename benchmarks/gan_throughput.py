@@ -1,0 +1,117 @@
+"""Training steps/s of genlit's GAN against a hand-written PyTorch loop doing the same work, in one run.
+
+Same nets (DCGAN 28 px, width 64), batch, Adam optimizers, non-saturating loss and EMA of G, on the offline
+MNIST copy (``$GENLIT_DATA_DIR/mnist``). One "step" = one discriminator step + one generator step.
+The two loops alternate (plain, genlit, plain, genlit, ...) and the ratio of medians is printed.
+
+    python benchmarks/gan_throughput.py [--steps 300] [--warmup 30] [--repeats 3] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from genlit.data.images import ImageDataModule
+from genlit.families.gan import GAN
+from genlit.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+
+SHAPE = (1, 28, 28)
+
+
+def adam(params):
+    """The optimizer both loops use (DCGAN's)."""
+    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
+
+
+def plain_loop(images: torch.Tensor, steps: int, warmup: int, batch_size: int) -> float:
+    """A hand-written training loop; returns steps/s measured after ``warmup`` steps."""
+    G, D = DCGANGenerator(SHAPE, 0), DCGANDiscriminator(SHAPE, 0)
+    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True).requires_grad_(False)
+    g_opt, d_opt = adam(G.parameters()), adam(D.parameters())
+    order = torch.randperm(len(images))
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        lo = (step * batch_size) % (len(images) - batch_size)
+        real = images[order[lo : lo + batch_size]].float().div(127.5).sub(1)  # (B, 1, 28, 28)
+        fake = G(torch.randn(batch_size, G.latent_dim)).detach()
+        d_loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+        g_loss = F.softplus(-D(G(torch.randn(batch_size, G.latent_dim)))).mean()
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_opt.step()
+        ema.update_parameters(G)
+    return steps / (time.perf_counter() - start)
+
+
+class _Timer(L.Callback):
+    """Wall time between the end of batch ``warmup`` and the end of training."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.batches, self.start, self.end = warmup, 0, None, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+        if self.batches == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.end = time.perf_counter()
+
+
+def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bool) -> float:
+    """genlit's GAN through a Lightning Trainer; returns steps/s after ``warmup`` steps."""
+    model = GAN(DCGANGenerator, DCGANDiscriminator, SHAPE, 10, g_optimizer=adam, d_optimizer=adam)
+    timer = _Timer(warmup)
+    trainer = L.Trainer(
+        max_steps=2 * (warmup + steps),
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        enable_model_summary=False,
+        enable_progress_bar=progress_bar,
+        callbacks=[timer],
+        accelerator="cpu",
+    )
+    trainer.fit(model, datamodule=data)
+    return steps / (timer.end - timer.start)
+
+
+def main() -> None:
+    """Run both loops alternately and print steps/s and the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--no-progress-bar", action="store_true")
+    args = parser.parse_args()
+    data = ImageDataModule(os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist"), batch_size=args.batch_size)
+    data.setup("fit")
+    images = data.train_images  # uint8 (N, 1, 28, 28), decoded once, as genlit's loader uses it
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}")
+    plain, ours = [], []
+    for r in range(args.repeats):
+        torch.manual_seed(r)
+        plain.append(plain_loop(images, args.steps, args.warmup, args.batch_size))
+        torch.manual_seed(r)
+        ours.append(genlit_loop(data, args.steps, args.warmup, not args.no_progress_bar))
+        print(f"repeat {r}: plain {plain[-1]:.2f} steps/s, genlit {ours[-1]:.2f} steps/s")
+    ratio = statistics.median(ours) / statistics.median(plain)
+    print(f"median: plain {statistics.median(plain):.2f} steps/s, genlit {statistics.median(ours):.2f} steps/s")
+    print(f"ratio genlit/plain: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""genlit: a PyTorch Lightning research framework for generative models."""

@@ -1,0 +1,168 @@
+"""SampleGrid: save and log a picture of fixed-noise samples during training.
+
+Also the home of small helpers other callbacks reuse: :class:`StepCrossing` (fire when ``global_step``
+passes a multiple of N, robust to GANs advancing it by 2+ per batch), :func:`fixed_noise_samples`,
+:func:`logger_step` and :func:`log_picture` (send a picture to whichever loggers are configured).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+from genlit.imaging import samples_picture, save_png
+
+
+class StepCrossing:
+    """Decide when a periodic action is due: once each time ``global_step`` crosses a multiple of ``every``.
+
+    ``global_step`` counts optimizer steps, so with manual optimization (a GAN's D and G steps) it moves by
+    2 or more per batch and ``global_step % every == 0`` may never hold; comparing ``step // every`` with
+    the value at the last firing does not miss a multiple.
+    """
+
+    def __init__(self, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"every_n_steps must be >= 1; got {every}")
+        self.every = every
+        self.last_fired: int | None = None
+        self._period = 0
+
+    def reset(self, step: int) -> None:
+        """Start counting from ``step`` (the start of training, or the step a run resumes from)."""
+        self._period = step // self.every
+        self.last_fired = None
+
+    def crossed(self, step: int) -> bool:
+        """Return True (and remember it) if ``step`` is in a later period than the last firing."""
+        if step // self.every > self._period:
+            self._period = step // self.every
+            self.last_fired = step
+            return True
+        return False
+
+    def final(self, step: int) -> bool:
+        """Return True at the end of training unless the action already ran at this very ``step``."""
+        if self.last_fired == step:
+            return False
+        self.last_fired = step
+        return True
+
+
+def logger_step(trainer: pl.Trainer) -> int:
+    """The step Lightning gives loggers for scalar metrics (batches that stepped), so pictures line up.
+
+    It equals ``global_step`` for one optimizer without accumulation; a GAN's ``global_step`` is larger.
+    """
+    epoch_loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    return int(getattr(epoch_loop, "_batches_that_stepped", trainer.global_step))
+
+
+def log_picture(trainer: pl.Trainer, key: str, picture: np.ndarray, step: int | None = None) -> None:
+    """Send a uint8 picture (H, W, C) to the trainer's loggers (global rank zero only).
+
+    W&B gets ``log_image(key=key, images=[picture], step=step)``; TensorBoard gets
+    ``experiment.add_image(key, (C, H, W) tensor, step)``; other loggers (CSV) get nothing. ``step``
+    defaults to :func:`logger_step`, the x-axis of the scalar metrics.
+    """
+    if not trainer.is_global_zero:
+        return
+    step = logger_step(trainer) if step is None else step
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[picture], step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            chw = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)  # (C, H, W) uint8
+            logger.experiment.add_image(key, chw, step)
+
+
+def fixed_noise_samples(pl_module: pl.LightningModule, num_samples: int, seed: int) -> torch.Tensor:
+    """``pl_module.sample`` on the same noise every call: a fresh generator seeded with ``seed``, no grad.
+
+    Conditional modules (``conditional`` True) get ``labels = arange(num_samples) % num_classes``.
+    """
+    labels = None
+    if getattr(pl_module, "conditional", False):
+        labels = torch.arange(num_samples, device=pl_module.device) % pl_module.num_classes  # (N,)
+    generator = torch.Generator(device=pl_module.device).manual_seed(seed)
+    with torch.no_grad():
+        return pl_module.sample(num_samples, labels=labels, generator=generator)
+
+
+class SampleGrid(Callback):
+    """Save ``<run_dir>/samples/step_{global_step:07d}.png`` of fixed-noise samples and log it.
+
+    Every ``every_n_steps`` optimizer steps (crossing logic, see :class:`StepCrossing`) and once when
+    training ends, the module's ``sample(num_samples, labels, generator)`` is called under
+    ``torch.no_grad()`` with a freshly seeded ``torch.Generator``, so every picture uses the same noise and
+    shows how the model evolves. Conditional modules get ``labels = arange(num_samples) % num_classes`` and,
+    unless ``nrow`` is given, ``num_classes`` images per row, so each column is one class. Images become a
+    grid, 2-D toy data a scatter (with ``trainer.datamodule.centers`` when the data module has them).
+    ``run_dir`` is ``trainer.log_dir`` (or ``default_root_dir``). Sampling, writing and logging happen on
+    global rank zero only.
+
+    Args:
+        num_samples: how many samples per picture.
+        every_n_steps: period in optimizer steps (``trainer.global_step``).
+        seed: seed of the fixed noise.
+        nrow: images per row of the grid; default square-ish (or ``num_classes`` when conditional).
+    """
+
+    def __init__(self, num_samples: int = 64, every_n_steps: int = 500, seed: int = 0, nrow: int | None = None) -> None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1; got {num_samples}")
+        self.num_samples = num_samples
+        self.every_n_steps = every_n_steps
+        self.seed = seed
+        self.nrow = nrow
+        self._trigger = StepCrossing(every_n_steps)
+        self._run_dir: Path | None = None
+        self.saved: list[Path] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check before fitting that the module can be drawn: ``sample`` and (C, H, W) or (2,) data."""
+        if stage != "fit":
+            return
+        shape = tuple(getattr(pl_module, "data_shape", ()))
+        if not callable(getattr(pl_module, "sample", None)) or not (len(shape) == 3 or shape == (2,)):
+            raise ValueError(
+                f"SampleGrid needs a module with sample() and data_shape (C, H, W) or (2,); "
+                f"got {type(pl_module).__name__} with data_shape {shape or None}"
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Resolve the run folder (``trainer.log_dir`` broadcasts: all ranks) and start counting steps."""
+        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        self._trigger.reset(trainer.global_step)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Draw a grid if ``global_step`` crossed a multiple of ``every_n_steps`` during this batch."""
+        if self._trigger.crossed(trainer.global_step):
+            self._draw(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Draw a last grid unless one was just drawn at this step."""
+        if self._trigger.final(trainer.global_step):
+            self._draw(trainer, pl_module)
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Sample on fixed noise, save the PNG and log it (rank zero)."""
+        if not trainer.is_global_zero:
+            return
+        samples = fixed_noise_samples(pl_module, self.num_samples, self.seed)
+        nrow = self.nrow
+        if nrow is None and getattr(pl_module, "conditional", False):
+            nrow = pl_module.num_classes
+        centers = getattr(trainer.datamodule, "centers", None) if trainer.datamodule is not None else None
+        picture = samples_picture(samples, nrow=nrow, centers=centers)
+        run_dir = self._run_dir or Path(trainer.default_root_dir)
+        self.saved.append(save_png(picture, run_dir / "samples" / f"step_{trainer.global_step:07d}.png"))
+        log_picture(trainer, "samples", picture)

@@ -1,0 +1,467 @@
+"""Image datasets from Hugging Face ``datasets``, decoded once into uint8 tensors and augmented on device.
+
+``prepare_data`` downloads (or converts a local copy) and decodes the splits with a batched
+``Dataset.map``, which ``datasets`` caches on disk by fingerprint: later runs and other DDP ranks skip
+the PIL work. ``setup`` reads the cached bytes into uint8 tensors (N, C, H, W) and carves validation.
+``on_after_batch_transfer`` converts to [-1, 1] (:func:`to_model_space`) and augments on the device
+(:func:`augment_images`). A cached Hub dataset loads without touching the network; otherwise a quick
+probe replaces the ~25 s of HTTP retries ``datasets`` spends without a network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import datasets
+import huggingface_hub
+import lightning as L
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from genlit.data.tensors import TensorPairs, tensor_loader
+
+ResizeMode = Literal["resize", "center_crop"]
+PaddingMode = Literal["reflect", "zeros"]
+
+_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}  # single-file datasets -> `datasets` builder
+_VALIDATION_NAMES = ("validation", "valid", "val")  # split names used for validation when present
+_PIXELS = "__genlit_pixels__"  # column of decoded (C, H, W) uint8 bytes written by the cached map
+_PARALLEL_DECODE_MIN = 20_000  # decode with `num_workers` processes from this many images on
+# `datasets` < 2.20 only has HF_DATASETS_OFFLINE; newer ones read HF_HUB_OFFLINE (both patched if present)
+_OFFLINE_FLAGS = (
+    (datasets.config, "HF_HUB_OFFLINE"),
+    (datasets.config, "HF_DATASETS_OFFLINE"),
+    (huggingface_hub.constants, "HF_HUB_OFFLINE"),
+)
+_ENV_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
+def to_model_space(x: Tensor) -> Tensor:
+    """Map uint8 pixels in [0, 255] to float32 in [-1, 1]; the one place genlit does this conversion.
+
+    The inverse for saving samples is :func:`genlit.imaging.to_uint8`.
+    """
+    if x.dtype != torch.uint8:
+        raise TypeError(f"to_model_space expects uint8 pixels in [0, 255], got dtype {x.dtype}")
+    return x.float() / 127.5 - 1.0  # (B, C, H, W)
+
+
+def augment_images(
+    x: Tensor,
+    hflip: bool = False,
+    crop_padding: int = 0,
+    padding_mode: PaddingMode = "reflect",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Randomly flip and crop a batch (B, C, H, W) on its own device; every image draws its own choices.
+
+    ``hflip`` mirrors each image left-right with probability 1/2. ``crop_padding`` p > 0 pads by p pixels
+    (``reflect``, or ``zeros`` = black, i.e. -1 in model space) and takes a random H x W window: the
+    CIFAR augmentation of He et al. 2016 (https://arxiv.org/abs/1512.03385, section 4.2).
+    ``generator`` must live on ``x.device``.
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    if hflip:
+        flip = torch.rand(b, device=dev, generator=generator) < 0.5  # (B,)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)  # (B, C, H, W)
+    if crop_padding > 0:
+        p = crop_padding
+        if padding_mode == "reflect":
+            padded = F.pad(x, (p, p, p, p), mode="reflect")  # (B, C, H + 2p, W + 2p)
+        else:
+            padded = F.pad(x, (p, p, p, p), value=-1.0)  # (B, C, H + 2p, W + 2p)
+        top = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)  # (B,)
+        left = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)  # (B,)
+        rows = (top[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (left[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
+        batch = torch.arange(b, device=dev)[:, None, None, None]  # (B, 1, 1, 1)
+        chans = torch.arange(c, device=dev)[None, :, None, None]  # (1, C, 1, 1)
+        x = padded[batch, chans, rows, cols]  # (B, C, H, W)
+    return x
+
+
+def resolve_dataset(dataset: str) -> str:
+    """Expand ``~`` and ``$VARS`` in ``dataset``; check local paths exist; return the path or Hub id."""
+    expanded = os.path.expandvars(os.path.expanduser(dataset))
+    unset = _ENV_VAR.search(expanded)
+    if unset:
+        name = unset.group(1)
+        raise ValueError(
+            f"environment variable ${name} in --data.dataset {dataset!r} is not set; "
+            f"export {name}=/path/to/data or pass a full path"
+        )
+    if os.path.exists(expanded) or not (_looks_local(dataset) or _looks_local(expanded)):
+        return expanded
+    origin = f" (from {dataset!r})" if expanded != dataset else ""
+    raise FileNotFoundError(
+        f"dataset path {expanded!r}{origin} does not exist; point --data.dataset at an existing directory "
+        "or .parquet/.arrow file, or give a Hugging Face Hub id such as 'ylecun/mnist'"
+    )
+
+
+def _looks_local(path: str) -> bool:
+    """Whether ``path`` can only mean a file system path (a Hub id is ``name`` or ``owner/name``)."""
+    return (
+        path.startswith(("/", ".", "~"))
+        or os.path.isabs(path)
+        or path.count("/") > 1
+        or (os.sep != "/" and os.sep in path)
+        or Path(path).suffix in _FILE_BUILDERS
+    )
+
+
+def load_raw_dataset(path: str, cache_dir: str | None = None) -> datasets.DatasetDict:
+    """Load an already resolved dataset (see :func:`resolve_dataset`) as a ``DatasetDict``, undecoded."""
+    if os.path.isfile(path):
+        builder = _FILE_BUILDERS.get(Path(path).suffix)
+        if builder is None:
+            raise ValueError(f"cannot read {path!r}: use a directory or a {'/'.join(_FILE_BUILDERS)} file")
+        return datasets.load_dataset(builder, data_files=path, cache_dir=cache_dir)
+    if os.path.isdir(path):
+        return datasets.load_dataset(path, cache_dir=cache_dir)
+    return _load_from_hub(path, cache_dir)
+
+
+def _load_from_hub(repo_id: str, cache_dir: str | None) -> datasets.DatasetDict:
+    """Load a Hub dataset: the cached copy without network if there is one, else download it."""
+    offline = any(getattr(m, n, False) for m, n in _OFFLINE_FLAGS[:2])
+    hint = " (HF_HUB_OFFLINE is set)" if offline else " (no network?)"
+    message = (
+        f"could not load {repo_id!r} from the Hugging Face Hub{hint} and it is not a local path either; "
+        "download it once on a machine with internet (it is then cached) or pass "
+        "--data.dataset /path/to/local/copy"
+    )
+    if not offline:
+        try:
+            with _hub_offline():
+                return datasets.load_dataset(repo_id, cache_dir=cache_dir)
+        except (ConnectionError, FileNotFoundError):
+            pass  # not cached yet: download below
+        if not _hub_reachable():
+            raise ConnectionError(message)
+    try:
+        return datasets.load_dataset(repo_id, cache_dir=cache_dir)
+    except ConnectionError:
+        raise ConnectionError(message) from None
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Switch ``datasets`` and ``huggingface_hub`` to offline mode (cache only) for the block."""
+    flags = [(m, n) for m, n in _OFFLINE_FLAGS if hasattr(m, n)]
+    saved = [getattr(m, name) for m, name in flags]
+    try:
+        for m, name in flags:
+            setattr(m, name, True)
+        yield
+    finally:
+        for (m, name), value in zip(flags, saved, strict=True):
+            setattr(m, name, value)
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """One HEAD request to the Hub endpoint (honours proxies); False on any network failure."""
+    try:
+        huggingface_hub.get_session().head(huggingface_hub.constants.ENDPOINT, timeout=timeout)
+    except Exception:  # noqa: BLE001 - a probe: any failure means "not reachable"
+        return False
+    return True
+
+
+def _image_to_chw(image: Image.Image, mode: str, size: int, resize: ResizeMode) -> np.ndarray:
+    """Convert to ``mode`` (L or RGB), optionally centre-crop to a square, resize (bilinear, antialiased)."""
+    image = image.convert(mode)
+    if resize == "center_crop":
+        w, h = image.size
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        image = image.crop((left, top, left + s, top + s))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)  # PIL filters antialias downscaling
+    array = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (C, H, W)
+
+
+def _decode_batch(
+    batch: dict[str, list], image_column: str, mode: str, size: int, resize: ResizeMode
+) -> dict[str, list[bytes]]:
+    """``Dataset.map`` function: decoded PIL images -> raw (C, H, W) uint8 bytes in column ``_PIXELS``."""
+    return {_PIXELS: [_image_to_chw(im, mode, size, resize).tobytes() for im in batch[image_column]]}
+
+
+def _pixels_to_tensor(column: pa.ChunkedArray, shape: tuple[int, int, int]) -> Tensor:
+    """Copy a binary column of equal-length (C, H, W) byte strings into one uint8 tensor (N, C, H, W)."""
+    images = torch.empty((len(column), *shape), dtype=torch.uint8)  # (N, C, H, W)
+    flat = images.view(len(column), -1).numpy()  # (N, C*H*W), shares memory with images
+    start = 0
+    for chunk in column.chunks:
+        values = np.frombuffer(b"".join(chunk.to_pylist()), dtype=np.uint8)  # (n * C*H*W,)
+        flat[start : start + len(chunk)] = values.reshape(len(chunk), -1)
+        start += len(chunk)
+    return images
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Images from a Hugging Face dataset (Hub id, local parquet/imagefolder directory or parquet file).
+
+    Every split is decoded once into memory as uint8 (N, C, H, W): converted to grey (``channels=1``) or
+    RGB (``channels=3``), resized (or centre-cropped, then resized) to ``image_size``. The decoding is
+    cached by ``datasets``, so only the first run pays for it. Validation comes from ``val_split``, else a
+    ``validation`` split, else a ``val_fraction`` of train drawn with ``seed`` (the same on every rank and
+    run). Dataloaders yield ``(uint8 images, int64 labels)`` (labels -1 when ``label_column`` is None);
+    ``on_after_batch_transfer`` converts to float in [-1, 1] on the device and augments while training.
+    Outside a Trainer, apply :func:`to_model_space` (and :func:`augment_images`) yourself.
+    ``num_classes`` comes from the label column's ``ClassLabel`` unless given. ``cache_dir`` overrides
+    the ``datasets`` cache (default ``$HF_DATASETS_CACHE``).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        image_column: str = "image",
+        label_column: str | None = "label",
+        image_size: int = 28,
+        channels: Literal[1, 3] = 1,
+        num_classes: int | None = None,
+        batch_size: int = 64,
+        train_split: str = "train",
+        val_split: str | None = None,
+        test_split: str | None = "test",
+        val_fraction: float = 0.05,
+        resize: ResizeMode = "resize",
+        hflip: bool = False,
+        random_crop_padding: int = 0,
+        padding_mode: PaddingMode = "reflect",
+        seed: int = 0,
+        num_workers: int = 0,
+        max_memory_gb: float = 8.0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        # num_classes is left out: the model's linked num_classes is the one record of it in the hparams
+        self.save_hyperparameters(ignore=["num_classes"])
+        self._check_args(num_classes)
+        self._num_classes = num_classes if num_classes is not None else (0 if label_column is None else None)
+        self._train: TensorPairs | None = None
+        self._val: TensorPairs | None = None
+        self._test: TensorPairs | None = None
+        self._splits: tuple[str, ...] = ()
+
+    def _check_args(self, num_classes: int | None) -> None:
+        hp = self.hparams
+        for name, allowed in (("channels", (1, 3)), ("resize", get_args(ResizeMode))):
+            if hp[name] not in allowed:
+                raise ValueError(f"{name} {hp[name]!r} is not supported; use one of {allowed}")
+        if hp.padding_mode not in get_args(PaddingMode):
+            raise ValueError(f"padding_mode {hp.padding_mode!r} is not known; use one of reflect, zeros")
+        if hp.image_size < 1 or hp.batch_size < 1 or hp.num_workers < 0 or hp.max_memory_gb <= 0:
+            raise ValueError("image_size and batch_size must be >= 1, num_workers >= 0, max_memory_gb > 0")
+        if not 0.0 < hp.val_fraction < 1.0:
+            raise ValueError(f"val_fraction {hp.val_fraction} must lie strictly between 0 and 1")
+        pad = hp.random_crop_padding
+        if pad < 0 or (hp.padding_mode == "reflect" and pad >= hp.image_size):
+            raise ValueError(f"random_crop_padding {pad} must be >= 0 and < image_size for reflect padding")
+        if num_classes is not None and num_classes < 0:
+            raise ValueError(f"num_classes {num_classes} must be >= 0 (0 = unconditional)")
+
+    @property
+    def data_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model sees."""
+        return (self.hparams.channels, self.hparams.image_size, self.hparams.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes: the given value, 0 without labels, else the label ``ClassLabel``'s size."""
+        if self._num_classes is None:
+            raw = self._load_raw()
+            split = self.hparams.train_split if self.hparams.train_split in raw else next(iter(raw))
+            feature = raw[split].features.get(self.hparams.label_column)
+            if feature is None:
+                self._check_columns(raw[split].column_names, split)
+            if not isinstance(feature, datasets.ClassLabel):
+                raise ValueError(
+                    f"label column {self.hparams.label_column!r} of {self.hparams.dataset!r} is {feature}, "
+                    "not a ClassLabel, so the number of classes is unknown; set --data.num_classes"
+                )
+            self._num_classes = feature.num_classes
+        return self._num_classes
+
+    def _load_raw(self) -> datasets.DatasetDict:
+        return load_raw_dataset(resolve_dataset(self.hparams.dataset), self.hparams.cache_dir)
+
+    def prepare_data(self) -> None:
+        """Download / convert the dataset and decode the splits in use into the ``datasets`` cache."""
+        raw = self._load_raw()
+        names = [name for name in self._split_names(raw) if name is not None]
+        self._check_memory(raw, names)
+        for name in names:
+            self._decode(raw[name], name)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the decoded splits that ``stage`` needs into uint8 tensors and carve validation if needed."""
+        fit = stage in (None, "fit", "validate") and self._train is None
+        test = stage in (None, "test") and self._test is None
+        if not (fit or test):
+            return
+        raw = self._load_raw()
+        self._splits = tuple(raw)
+        train_name, val_name, test_name = self._split_names(raw)
+        wanted = [train_name, val_name] if fit else []
+        wanted = [name for name in [*wanted, test_name if test else None] if name is not None]
+        self._check_memory(raw, wanted)
+        tensors = {name: self._tensors(raw[name], name) for name in wanted}
+        if fit:
+            self._train, self._val = self._train_val(tensors, train_name, val_name)
+        if test and test_name is not None:
+            self._test = TensorPairs(*tensors[test_name])
+
+    def _split_names(self, raw: datasets.DatasetDict) -> tuple[str, str | None, str | None]:
+        """(train, validation or None = carve from train, test or None) split names."""
+        hp = self.hparams
+        for option, name in (("train_split", hp.train_split), ("val_split", hp.val_split)):
+            if name is not None and name not in raw:
+                raise ValueError(
+                    f"split {name!r} not in {hp.dataset!r} (splits: {', '.join(raw)}); set --data.{option}"
+                )
+        val = hp.val_split
+        if val is None:
+            val = next((s for s in _VALIDATION_NAMES if s in raw and s != hp.train_split), None)
+        test = hp.test_split if hp.test_split in raw else None
+        return hp.train_split, val, test
+
+    def _check_memory(self, raw: datasets.DatasetDict, names: list[str]) -> None:
+        c, h, w = self.data_shape
+        num = sum(raw[name].num_rows for name in names)
+        need_gb = num * c * h * w / 1e9
+        if need_gb > self.hparams.max_memory_gb:
+            raise ValueError(
+                f"decoding {num} images of {c}x{h}x{w} needs {need_gb:.1f} GB, more than "
+                f"--data.max_memory_gb {self.hparams.max_memory_gb}; raise it or lower --data.image_size "
+                "(streaming from disk is not supported yet)"
+            )
+
+    def _check_columns(self, columns: list[str], split: str) -> None:
+        hp = self.hparams
+        for option, column in (("image_column", hp.image_column), ("label_column", hp.label_column)):
+            if column is not None and column not in columns:
+                extra = " (or null for unlabelled data)" if option == "label_column" else ""
+                raise ValueError(
+                    f"{option.split('_')[0]} column {column!r} not in split {split!r} of {hp.dataset!r} "
+                    f"(columns: {', '.join(columns)}); set --data.{option}{extra}"
+                )
+
+    def _decode(self, ds: datasets.Dataset, split: str) -> datasets.Dataset:
+        """Decode ``ds`` into a ``_PIXELS`` byte column (plus the labels) via a cached batched map."""
+        hp = self.hparams
+        self._check_columns(ds.column_names, split)
+        if not isinstance(ds.features[hp.image_column], datasets.Image):
+            raise ValueError(
+                f"column {hp.image_column!r} of {hp.dataset!r} holds {ds.features[hp.image_column]}, "
+                "not images; set --data.image_column to an Image column"
+            )
+        parallel = hp.num_workers > 1 and ds.num_rows >= _PARALLEL_DECODE_MIN
+        mode = "L" if hp.channels == 1 else "RGB"
+        kwargs = {"image_column": hp.image_column, "mode": mode, "size": hp.image_size, "resize": hp.resize}
+        drop = [col for col in ds.column_names if col != hp.label_column]
+        num_proc = hp.num_workers if parallel else None
+        desc = f"decoding {split} images"
+        return ds.map(_decode_batch, batched=True, fn_kwargs=kwargs, remove_columns=drop, num_proc=num_proc, desc=desc)
+
+    def _tensors(self, ds: datasets.Dataset, split: str) -> tuple[Tensor, Tensor]:
+        """uint8 images (N, C, H, W) and int64 labels (N,) of one split, labels checked against classes."""
+        table = self._decode(ds, split).with_format("arrow")[:]
+        images = _pixels_to_tensor(table.column(_PIXELS), self.data_shape)  # (N, C, H, W)
+        column = self.hparams.label_column
+        if column is None:
+            return images, torch.full((len(images),), -1, dtype=torch.int64)  # (N,)
+        return images, self._labels(table.column(column), split)
+
+    def _labels(self, labels: pa.ChunkedArray, split: str) -> Tensor:
+        """int64 labels (N,) from the label column, checked to lie in [0, num_classes)."""
+        column = self.hparams.label_column
+        if not pa.types.is_integer(labels.type) or labels.null_count:
+            raise ValueError(
+                f"label column {column!r} of {self.hparams.dataset!r} must hold integer class ids without "
+                f"missing values (it holds {labels.type}); fix --data.label_column or set it to null"
+            )
+        labels = torch.from_numpy(labels.to_numpy().astype(np.int64))  # (N,)
+        k = self.num_classes
+        lo, hi = (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
+        if k > 0 and (lo < 0 or hi >= k):
+            raise ValueError(
+                f"labels of split {split!r} in {self.hparams.dataset!r} lie in [{lo}, {hi}], "
+                f"outside [0, {k}); fix --data.num_classes or --data.label_column"
+            )
+        return labels
+
+    def _train_val(
+        self, tensors: dict[str, tuple[Tensor, Tensor]], train_name: str, val_name: str | None
+    ) -> tuple[TensorPairs, TensorPairs]:
+        """Train and validation sets; without a validation split, a seeded ``val_fraction`` of train."""
+        if val_name is not None:
+            return TensorPairs(*tensors[train_name]), TensorPairs(*tensors[val_name])
+        images, labels = tensors[train_name]
+        n = len(labels)
+        if n < 2:
+            raise ValueError(f"split {train_name!r} has {n} image(s): too few to carve a validation set")
+        n_val = min(max(1, round(n * self.hparams.val_fraction)), n - 1)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed))  # (N,)
+        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        train = TensorPairs(images[train_idx], labels[train_idx])
+        return train, TensorPairs(images[val_idx], labels[val_idx])
+
+    def _loader(self, data: TensorPairs | None, stage: str, train: bool = False) -> DataLoader:
+        if data is None:
+            raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
+        workers = self.hparams.num_workers
+        pin = torch.cuda.is_available()
+        return tensor_loader(
+            data,
+            self.hparams.batch_size,
+            train,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=pin,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of the train set; the last incomplete batch is dropped."""
+        if self._train is not None and len(self._train) < self.hparams.batch_size:
+            raise ValueError(
+                f"the train set has {len(self._train)} images, fewer than batch_size "
+                f"{self.hparams.batch_size}; lower --data.batch_size"
+            )
+        return self._loader(self._train, "fit", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        return self._loader(self._val, "validate")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in a fixed order; an error when the dataset has no ``test_split``."""
+        if self._test is None and self._splits:
+            raise ValueError(
+                f"{self.hparams.dataset!r} has no test split {self.hparams.test_split!r} "
+                f"(splits: {', '.join(self._splits)}); set --data.test_split"
+            )
+        return self._loader(self._test, "test")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """On the device: uint8 -> float in [-1, 1]; flips/crops only while the trainer is training."""
+        x, y = batch
+        x = to_model_space(x)  # (B, C, H, W)
+        hp = self.hparams
+        if self.trainer is not None and self.trainer.training and (hp.hflip or hp.random_crop_padding > 0):
+            x = augment_images(x, hp.hflip, hp.random_crop_padding, hp.padding_mode)  # (B, C, H, W)
+        return x, y

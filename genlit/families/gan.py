@@ -1,0 +1,272 @@
+"""GAN family: adversarial training with manual optimization.
+
+One training batch = one discriminator step; every ``n_critic``-th batch also makes one generator step.
+
+What the counters count: Lightning's ``trainer.global_step`` (and so ``max_steps``) counts *every optimizer
+step*, the discriminator's and the generator's alike. With ``n_critic=1`` each batch advances
+``global_step`` by 2, so ``max_steps: 20000`` trains 10,000 generator steps; with ``n_critic=5``, five
+batches advance it by 6. ``GAN.generator_steps`` gives the number of generator steps taken so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from genlit.families.step_logging import StepLogger
+from genlit.objectives.adversarial import (
+    LossName,
+    check_loss_name,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    r1_penalty,
+)
+
+NetFactory = Callable[[tuple[int, ...], int], nn.Module]
+"""A net class (or any callable) taking ``(data_shape, num_classes)``; YAML gives its other init_args."""
+
+
+class GAN(L.LightningModule):
+    """Generative adversarial network (Goodfellow et al. 2014, https://arxiv.org/abs/1406.2661).
+
+    Args:
+        generator: factory of G, called as ``generator(data_shape, num_classes)``; G(z, y) -> samples.
+            It must expose ``latent_dim``.
+        discriminator: factory of D, called the same way; D(x, y) -> (B,) raw outputs (logits/critic values).
+        data_shape: shape of one sample, linked from the DataModule by the CLI.
+        num_classes: number of classes of the data, linked from the DataModule by the CLI.
+        conditional: train a class-conditional GAN (conditional G, projection D); needs labelled data.
+        loss: adversarial loss: non_saturating, hinge, wasserstein or least_squares.
+        n_critic: discriminator steps (batches) per generator step (WGAN: 5).
+        gp_weight: weight of the WGAN-GP gradient penalty (Gulrajani et al. 2017); 0 disables it.
+        r1_gamma: R1 penalty weight gamma, the penalty is gamma/2 * E||grad D(x)||^2 (Mescheder et al.
+            2018); 0 disables it.
+        ema_decay: decay of the exponential moving average of G used by ``sample`` and stored in the
+            checkpoint; 0 disables the EMA (then ``sample`` uses G itself).
+        g_optimizer / d_optimizer: optimizer factories (TTUR: different learning rates and betas).
+        g_lr_scheduler / d_lr_scheduler: optional LR scheduler factories, stepped after each step of
+            their optimizer (``lr_scheduler_interval="step"``) or each epoch (``"epoch"``).
+    """
+
+    def __init__(
+        self,
+        generator: NetFactory,
+        discriminator: NetFactory,
+        data_shape: tuple[int, ...] = (1, 28, 28),
+        num_classes: int = 0,
+        conditional: bool = False,
+        loss: LossName = "non_saturating",
+        n_critic: int = 1,
+        gp_weight: float = 0.0,
+        r1_gamma: float = 0.0,
+        ema_decay: float = 0.999,
+        g_optimizer: OptimizerCallable = torch.optim.Adam,
+        d_optimizer: OptimizerCallable = torch.optim.Adam,
+        g_lr_scheduler: LRSchedulerCallable | None = None,
+        d_lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+    ) -> None:
+        super().__init__()
+        check_loss_name(loss)
+        _check_options(conditional, num_classes, n_critic, ema_decay, lr_scheduler_interval)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.data_shape = tuple(data_shape)
+        self.num_classes = num_classes
+        self.conditional = conditional
+        net_classes = num_classes if conditional else 0
+        self.generator = generator(self.data_shape, net_classes)
+        self.discriminator = discriminator(self.data_shape, net_classes)
+        self.ema = _make_ema(self.generator, ema_decay)
+        # Kept as given: under LightningCLI, hparams hold their configs (class_path/init_args), not callables.
+        self._optimizer_factories = (d_optimizer, g_optimizer)
+        self._scheduler_factories = (d_lr_scheduler, g_lr_scheduler)
+        self.register_buffer("_generator_steps", torch.zeros((), dtype=torch.long))
+        self._scheduler_slots: list = [None, None]  # (D, G) schedulers, set by configure_optimizers
+        self._step_logger = StepLogger(self, "train", prog_bar=("d_loss", "g_loss"))
+
+    @property
+    def generator_steps(self) -> int:
+        """Generator optimizer steps taken so far (``global_step`` counts D and G steps together)."""
+        return int(self._generator_steps)
+
+    # ----------------------------------------------------------------------------------------- sampling
+    def noise(self, num: int, generator: torch.Generator | None = None) -> Tensor:
+        """Latent noise z ~ N(0, I) of shape (num, latent_dim) on the module's device."""
+        return torch.randn(num, self.generator.latent_dim, generator=generator, device=self.device)
+
+    @torch.no_grad()
+    def sample(self, num: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``num`` samples in data space with the EMA generator (G itself when the EMA is off).
+
+        Conditional models draw uniform labels unless ``labels`` (num,) are given.
+        """
+        net = self.ema.module if self.ema is not None else self.generator
+        labels = self._sample_labels(num, labels, generator)
+        was_training = net.training
+        net.eval()
+        try:
+            return net(self.noise(num, generator), labels)  # (num, *data_shape)
+        finally:
+            net.train(was_training)
+
+    def _sample_labels(self, num: int, labels: Tensor | None, generator: torch.Generator | None):
+        if not self.conditional:
+            return None
+        if labels is None:
+            return torch.randint(self.num_classes, (num,), generator=generator, device=self.device)
+        labels = torch.as_tensor(labels, device=self.device, dtype=torch.long)
+        if labels.shape != (num,) or labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must be {num} integers in [0, {self.num_classes}); got {labels.shape}")
+        return labels
+
+    # ----------------------------------------------------------------------------------------- training
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """One discriminator step; every ``n_critic``-th batch also one generator step."""
+        real, y = batch  # (B, *data_shape), (B,)
+        labels = y if self.conditional else None
+        d_opt, g_opt = self.optimizers()
+        self._discriminator_step(real, labels, d_opt)
+        if (batch_idx + 1) % self.hparams.n_critic == 0:
+            self._generator_step(real.shape[0], labels, g_opt)
+
+    def _discriminator_step(self, real: Tensor, labels: Tensor | None, opt) -> None:
+        hp = self.hparams
+        with self._grad_for(self.generator):
+            fake = self.generator(self.noise(real.shape[0]), labels)  # (B, *data_shape)
+        if hp.r1_gamma > 0:
+            real = real.detach().requires_grad_(True)
+        real_out = self.discriminator(real, labels)  # (B,)
+        fake_out = self.discriminator(fake, labels)  # (B,)
+        loss = discriminator_loss(hp.loss, real_out, fake_out)
+        stats = {"d_real": real_out.mean(), "d_fake": fake_out.mean()}
+        if hp.gp_weight > 0:
+            stats["gradient_penalty"] = gradient_penalty(lambda v: self.discriminator(v, labels), real.detach(), fake)
+            loss = loss + hp.gp_weight * stats["gradient_penalty"]
+        if hp.r1_gamma > 0:
+            stats["r1_penalty"] = r1_penalty(real_out, real)
+            loss = loss + hp.r1_gamma / 2 * stats["r1_penalty"]
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()
+        self._step_scheduler(0)
+        self._step_logger.record(d_loss=loss, **stats)
+
+    def _generator_step(self, batch_size: int, labels: Tensor | None, opt) -> None:
+        with self._grad_for(self.discriminator):
+            fake = self.generator(self.noise(batch_size), labels)  # (B, *data_shape)
+            loss = generator_loss(self.hparams.loss, self.discriminator(fake, labels))
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+        opt.step()
+        self._step_scheduler(1)
+        self._generator_steps += 1
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
+        self._step_logger.record(g_loss=loss)
+
+    @contextmanager
+    def _grad_for(self, net: nn.Module) -> Iterator[None]:
+        """Skip gradients of ``net``'s weights while the other net trains, except under DDP.
+
+        Under DDP every backward must reach every parameter the reducer knows (else: unused-parameter
+        errors), so there the other net's gradients are computed and later cleared by ``zero_grad``.
+        """
+        if self.trainer.world_size > 1:
+            yield
+            return
+        flags = [p.requires_grad for p in net.parameters()]
+        net.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in zip(net.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+
+    def _step_scheduler(self, index: int) -> None:
+        if self.hparams.lr_scheduler_interval != "step":
+            return
+        schedulers = self._schedulers()
+        if schedulers[index] is not None:
+            schedulers[index].step()
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch means; step the LR schedulers when ``lr_scheduler_interval="epoch"``."""
+        self._step_logger.log_epoch_means()
+        if self.hparams.lr_scheduler_interval == "epoch":
+            for scheduler in self._schedulers():
+                if scheduler is not None:
+                    scheduler.step()
+
+    def _schedulers(self) -> list:
+        return self._scheduler_slots
+
+    # --------------------------------------------------------------------------------------- evaluation
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """D's mean output on held-out real data and on EMA samples (watch for D overfitting)."""
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """As validation, on the test split."""
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        real, y = batch
+        labels = y if self.conditional else None
+        fake = self.sample(real.shape[0], labels)  # (B, *data_shape)
+        real_out = self.discriminator(real, labels)
+        fake_out = self.discriminator(fake, labels)
+        loss = discriminator_loss(self.hparams.loss, real_out, fake_out)
+        values = {"d_real": real_out.mean(), "d_fake": fake_out.mean(), "d_loss": loss}
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=True)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Samples, one per item of the batch (labels taken from the batch for conditional models)."""
+        real, y = batch
+        return self.sample(real.shape[0], y if self.conditional else None)
+
+    # ------------------------------------------------------------------------------------- optimization
+    def configure_optimizers(self):
+        """Separate D and G optimizers (index 0: D, 1: G), each with its optional scheduler."""
+        d_factory, g_factory = self._optimizer_factories
+        d_opt = d_factory(self.discriminator.parameters())
+        g_opt = g_factory(self.generator.parameters())
+        self._scheduler_slots = [
+            factory(opt) if factory else None
+            for factory, opt in zip(self._scheduler_factories, [d_opt, g_opt], strict=True)
+        ]
+        # Returned to Lightning so their states are checkpointed and restored; stepped here, by hand.
+        return [
+            {"optimizer": opt} | ({"lr_scheduler": sched} if sched else {})
+            for opt, sched in zip([d_opt, g_opt], self._scheduler_slots, strict=True)
+        ]
+
+
+def _make_ema(net: nn.Module, decay: float) -> AveragedModel | None:
+    """EMA copy of ``net`` (weights and BatchNorm statistics), frozen: updated by averaging, not by grads."""
+    if decay == 0:
+        return None
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return ema.requires_grad_(False)
+
+
+def _check_options(conditional: bool, num_classes: int, n_critic: int, ema_decay: float, interval: str):
+    if conditional and num_classes < 1:
+        raise ValueError(
+            "conditional=True needs labelled data, but the DataModule reports 0 classes; "
+            "set --data.label_column (and --data.num_classes) or use conditional=false"
+        )
+    if n_critic < 1:
+        raise ValueError(f"n_critic must be >= 1, got {n_critic}")
+    if not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if interval not in ("step", "epoch"):
+        raise ValueError(f"lr_scheduler_interval must be 'step' or 'epoch', got {interval!r}")

@@ -1,0 +1,1 @@
+"""genlit.nets."""

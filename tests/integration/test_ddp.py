@@ -1,0 +1,68 @@
+"""GAN training under DDP with 2 CPU processes (gloo): no unused-parameter errors, identical weights."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import EXPERIMENTS, REPO
+
+
+@pytest.mark.parametrize(
+    "loss_args",
+    [
+        [],
+        [
+            "--model.init_args.loss",
+            "wasserstein",
+            "--model.init_args.gp_weight",
+            "10",
+            "--model.init_args.n_critic",
+            "2",
+        ],
+    ],
+    ids=["non_saturating", "wgan_gp"],
+)
+def test_two_cpu_ranks_end_with_identical_generators(tmp_path, loss_args):
+    probe = {"class_path": "tests.integration.ddp_probe.SaveGeneratorWeights", "init_args": {"dirpath": str(tmp_path)}}
+    command = [
+        sys.executable,
+        "-m",
+        "genlit.cli",
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "gan" / "toy_ring8.yaml"),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.max_steps",
+        "24",
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path / "runs"),
+        "--data.init_args.num_train",
+        "2048",
+        f"--trainer.callbacks+={json.dumps(probe)}",
+        *loss_args,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("GENLIT_RUN_DIR", None)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    for part in ("generator", "ema"):
+        for key, value in ranks[0][part].items():
+            torch.testing.assert_close(value, ranks[1][part][key], rtol=0, atol=0, msg=f"{part}.{key} differs")
+    assert any((tmp_path / "runs").rglob("last.ckpt"))

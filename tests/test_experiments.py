@@ -1,0 +1,27 @@
+"""Every experiments/**/*.yaml parses and instantiates its model, data and trainer."""
+
+import pytest
+import torch
+
+from genlit.cli import GenlitCLI
+from tests.conftest import EXPERIMENTS
+
+CONFIGS = sorted(EXPERIMENTS.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(EXPERIMENTS)) for c in CONFIGS])
+def test_config_instantiates(config, mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(config)]
+    if "ImageDataModule" in config.read_text():
+        args += ["--data.init_args.dataset", str(mnist_dir)]  # offline copy instead of the Hub id
+    cli = GenlitCLI(args=args, run=False)
+    assert isinstance(cli.model, torch.nn.Module)
+    assert tuple(cli.model.hparams.data_shape) == tuple(cli.datamodule.data_shape)
+    assert cli.model.hparams.num_classes == cli.datamodule.num_classes
+    assert cli.trainer.max_steps > 0 or cli.trainer.max_epochs
+
+
+def test_experiment_set_is_complete():
+    names = {c.stem for c in (EXPERIMENTS / "gan").glob("*.yaml")}
+    assert {"toy_ring8", "toy_grid25", "dcgan_mnist", "wgan_gp_mnist", "sngan_hinge_mnist"} <= names
