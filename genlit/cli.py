@@ -123,11 +123,31 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as err:
         if os.environ.get(DEBUG_ENV):
             raise
-        message = str(err).strip("'\"") or type(err).__name__
+        err = _unwrap(err)
+        message = str(err).strip() or type(err).__name__
         print(f"genlit: error: {message}  (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         _finish_wandb()
+
+
+def _unwrap(err: BaseException) -> BaseException:
+    """The error a genlit class raised, not the multi-line wrapper jsonargparse raises ``from`` it.
+
+    jsonargparse re-raises an error from a class's ``__init__`` (e.g. an image size the nets cannot take)
+    as "Does not validate against any of the Union subtypes ..." plus the whole config; the cause is the
+    one clear line.
+    """
+    while isinstance(err.__cause__, (ValueError, FileNotFoundError)) and _raised_in(err, "jsonargparse"):
+        err = err.__cause__
+    return err
+
+
+def _raised_in(err: BaseException, package: str) -> bool:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith(package + ".")
 
 
 def _finish_wandb() -> None:
