@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 EXTRA_COMMANDS = {"sample": "genlit.sampling:main"}
 LOGGERS_WITH_SUBDIRS = ("TensorBoardLogger", "CSVLogger")
 DEBUG_ENV = "GENLIT_DEBUG"
+USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)  # bad input: one line, no traceback
 
 
 class GenlitCLI(LightningCLI):
@@ -113,14 +114,14 @@ def _run_extra(command: str, argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``genlit`` console script."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Entry point of the ``genlit`` console script (``argv`` defaults to the command line)."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv and argv[0] in EXTRA_COMMANDS:
-            _run_extra(argv[0], argv[1:])
+        if args and args[0] in EXTRA_COMMANDS:
+            _run_extra(args[0], args[1:])
         else:
-            GenlitCLI(args=argv)
-    except (ValueError, FileNotFoundError) as err:
+            GenlitCLI(args=None if argv is None else args)
+    except USER_ERRORS as err:
         if os.environ.get(DEBUG_ENV):
             raise
         err = _unwrap(err)
@@ -138,7 +139,7 @@ def _unwrap(err: BaseException) -> BaseException:
     as "Does not validate against any of the Union subtypes ..." plus the whole config; the cause is the
     one clear line.
     """
-    while isinstance(err.__cause__, (ValueError, FileNotFoundError)) and _raised_in(err, "jsonargparse"):
+    while isinstance(err.__cause__, USER_ERRORS) and _raised_in(err, "jsonargparse"):
         err = err.__cause__
     return err
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from genlit.data import images as images_module
+from genlit.data import hub as hub_module
 from genlit.data.images import ImageDataModule, augment_images, to_model_space
 
 DATA_DIR = os.environ.get("GENLIT_DATA_DIR")
@@ -238,7 +238,7 @@ def test_path_and_column_errors(tmp_path, monkeypatch):
 
 
 def test_hub_without_network_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setattr(images_module, "_hub_reachable", lambda timeout=5.0: False)
+    monkeypatch.setattr(hub_module, "_hub_reachable", lambda timeout=5.0: False)
     start = time.perf_counter()
     with pytest.raises(ConnectionError, match=r"could not load 'genlit-test/absent' .*--data.dataset"):
         ImageDataModule("genlit-test/absent", cache_dir=str(tmp_path)).setup()
@@ -255,7 +255,7 @@ def test_hub_dataset_loads_from_cache_without_network(tmp_path, monkeypatch):
     entry = cache / "genlit-test___tiny" / "default" / "0.0.0" / "0"
     shutil.copytree(built.parent, entry)
     (entry / built.name).rename(entry / "tiny-train.arrow")
-    monkeypatch.setattr(images_module, "_hub_reachable", lambda timeout=5.0: pytest.fail("probed the network"))
+    monkeypatch.setattr(hub_module, "_hub_reachable", lambda timeout=5.0: pytest.fail("probed the network"))
     dm = ImageDataModule("genlit-test/tiny", image_size=4, num_classes=1, cache_dir=str(cache))
     dm.setup("fit")
     assert len(dm._train) + len(dm._val) == 5 and (dm._train.tensors[0] == 9).all()
