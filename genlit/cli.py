@@ -79,7 +79,7 @@ def _run_dir(root: str | None) -> Path:
     """
     if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("GENLIT_RUN_DIR"):
         return Path(os.environ["GENLIT_RUN_DIR"])
-    base = Path(root or "runs")
+    base = Path(root or "runs").absolute()
     run_dir = base / time.strftime("%Y%m%d-%H%M%S")
     suffix = 1
     while run_dir.exists():

@@ -208,7 +208,8 @@ class GANMonitor(Callback):
         """Sample on fixed noise, log the diversity ratio, warn below ``collapse_threshold`` (rank zero)."""
         if not trainer.is_global_zero or self._real_diversity is None or self._real_diversity.item() <= 0:
             return
-        samples = fixed_noise_samples(pl_module, self.num_samples, self.seed)
+        # the generator being trained, not its EMA: the EMA lags behind and averages over recent weights
+        samples = fixed_noise_samples(pl_module, self.num_samples, self.seed, use_ema=False)
         ratio = (mean_pairwise_distance(samples) / self._real_diversity.to(samples.device)).item()
         self.diversity.append((trainer.global_step, ratio))
         for logger in trainer.loggers:  # direct: a check need not fall on a log_every_n_steps batch

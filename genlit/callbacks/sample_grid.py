@@ -82,17 +82,18 @@ def log_picture(trainer: pl.Trainer, key: str, picture: np.ndarray, step: int | 
             logger.experiment.add_image(key, chw, step)
 
 
-def fixed_noise_samples(pl_module: pl.LightningModule, num_samples: int, seed: int) -> torch.Tensor:
+def fixed_noise_samples(pl_module: pl.LightningModule, num_samples: int, seed: int, **sample_kwargs) -> torch.Tensor:
     """``pl_module.sample`` on the same noise every call: a fresh generator seeded with ``seed``, no grad.
 
-    Conditional modules (``conditional`` True) get ``labels = arange(num_samples) % num_classes``.
+    Conditional modules (``conditional`` True) get ``labels = arange(num_samples) % num_classes``;
+    ``sample_kwargs`` go to ``sample`` (e.g. ``use_ema=False``).
     """
     labels = None
     if getattr(pl_module, "conditional", False):
         labels = torch.arange(num_samples, device=pl_module.device) % pl_module.num_classes  # (N,)
     generator = torch.Generator(device=pl_module.device).manual_seed(seed)
     with torch.no_grad():
-        return pl_module.sample(num_samples, labels=labels, generator=generator)
+        return pl_module.sample(num_samples, labels=labels, generator=generator, **sample_kwargs)
 
 
 class SampleGrid(Callback):

@@ -39,7 +39,7 @@ class DummyGAN(pl.LightningModule):
         self.sample_calls: list[dict] = []
         self.expected_norms: dict[str, float] = {}
 
-    def sample(self, num, labels=None, generator=None):
+    def sample(self, num, labels=None, generator=None, use_ema=True):
         z = torch.randn(num, self.dim, generator=generator, device=self.device)  # (num, D)
         if self.collapsed:
             z = torch.zeros_like(z)
