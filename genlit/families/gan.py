@@ -104,12 +104,17 @@ class GAN(L.LightningModule):
         return torch.randn(num, self.generator.latent_dim, generator=generator, device=self.device)
 
     @torch.no_grad()
-    def sample(self, num: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``num`` samples in data space with the EMA generator (G itself when the EMA is off).
-
-        Conditional models draw uniform labels unless ``labels`` (num,) are given.
+    def sample(
+        self,
+        num: int,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+    ) -> Tensor:
+        """Draw ``num`` samples in data space with the EMA generator (G itself when the EMA is off or
+        ``use_ema=False``). Conditional models draw uniform labels unless ``labels`` (num,) are given.
         """
-        net = self.ema.module if self.ema is not None else self.generator
+        net = self.ema.module if self.ema is not None and use_ema else self.generator
         labels = self._sample_labels(num, labels, generator)
         was_training = net.training
         net.eval()
