@@ -13,12 +13,14 @@ from copy import deepcopy
 from pathlib import Path
 
 import lightning as L
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
+
+from genlit.cli_errors import USER_ERRORS, error_line
 
 EXTRA_COMMANDS = {"sample": "genlit.sampling:main"}
 LOGGERS_WITH_SUBDIRS = ("TensorBoardLogger", "CSVLogger")
 DEBUG_ENV = "GENLIT_DEBUG"
-USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)  # bad input: one line, no traceback
 
 
 class GenlitCLI(LightningCLI):
@@ -35,7 +37,10 @@ class GenlitCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"epilog": "Extra command: genlit sample --ckpt PATH --num N --out FILE.npz"},
+            parser_kwargs={
+                "epilog": "Extra command: genlit sample --ckpt PATH --num N --out FILE.npz",
+                "exit_on_error": False,  # parse errors reach main(), which prints them on one line
+            },
             auto_configure_optimizers=False,
             args=args,
             run=run,
@@ -121,34 +126,14 @@ def main(argv: list[str] | None = None) -> None:
             _run_extra(args[0], args[1:])
         else:
             GenlitCLI(args=None if argv is None else args)
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, ArgumentError) as err:
         if os.environ.get(DEBUG_ENV):
             raise
-        err = _unwrap(err)
-        message = str(err).strip() or type(err).__name__
-        print(f"genlit: error: {message}  (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        hint = "" if isinstance(err, ArgumentError) else f"  (set {DEBUG_ENV}=1 for the traceback)"
+        print(f"genlit: error: {error_line(err)}{hint}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         _finish_wandb()
-
-
-def _unwrap(err: BaseException) -> BaseException:
-    """The error a genlit class raised, not the multi-line wrapper jsonargparse raises ``from`` it.
-
-    jsonargparse re-raises an error from a class's ``__init__`` (e.g. an image size the nets cannot take)
-    as "Does not validate against any of the Union subtypes ..." plus the whole config; the cause is the
-    one clear line.
-    """
-    while isinstance(err.__cause__, USER_ERRORS) and _raised_in(err, "jsonargparse"):
-        err = err.__cause__
-    return err
-
-
-def _raised_in(err: BaseException, package: str) -> bool:
-    tb = err.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith(package + ".")
 
 
 def _finish_wandb() -> None:
