@@ -122,7 +122,8 @@ class ImageDataModule(L.LightningDataModule):
     ``on_after_batch_transfer`` converts to float in [-1, 1] on the device and augments while training.
     Outside a Trainer, apply :func:`to_model_space` (and :func:`augment_images`) yourself.
     ``num_classes`` comes from the label column's ``ClassLabel`` unless given. ``cache_dir`` overrides
-    the ``datasets`` cache (default ``$HF_DATASETS_CACHE``).
+    the ``datasets`` cache (default ``$HF_DATASETS_CACHE``). ``held_out_classes`` are removed from train
+    and validation but kept in test (anomaly detection: train on normal classes, score the held-out ones).
     """
 
     def __init__(
@@ -146,6 +147,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         max_memory_gb: float = 8.0,
         cache_dir: str | None = None,
+        held_out_classes: list[int] | None = None,
     ) -> None:
         super().__init__()
         # num_classes is left out: the model's linked num_classes is the one record of it in the hparams
@@ -171,6 +173,8 @@ class ImageDataModule(L.LightningDataModule):
         pad = hp.random_crop_padding
         if pad < 0 or (hp.padding_mode == "reflect" and pad >= hp.image_size):
             raise ValueError(f"random_crop_padding {pad} must be >= 0 and < image_size for reflect padding")
+        if hp.held_out_classes and hp.label_column is None:
+            raise ValueError("held_out_classes needs labels; set --data.label_column")
         if num_classes is not None and num_classes < 0:
             raise ValueError(f"num_classes {num_classes} must be >= 0 (0 = unconditional)")
 
@@ -221,7 +225,8 @@ class ImageDataModule(L.LightningDataModule):
         self._check_memory(raw, wanted)
         tensors = {name: self._tensors(raw[name], name) for name in wanted}
         if fit:
-            self._train, self._val = self._train_val(tensors, train_name, val_name)
+            train, val = self._train_val(tensors, train_name, val_name)
+            self._train, self._val = self._without_held_out(train), self._without_held_out(val)
         if test and test_name is not None:
             self._test = TensorPairs(*tensors[test_name])
 
@@ -319,6 +324,18 @@ class ImageDataModule(L.LightningDataModule):
         val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
         train = TensorPairs(images[train_idx], labels[train_idx])
         return train, TensorPairs(images[val_idx], labels[val_idx])
+
+    @property
+    def held_out_classes(self) -> list[int]:
+        """Classes left out of train and validation (they appear only in test: anomaly detection)."""
+        return list(self.hparams.held_out_classes or [])
+
+    def _without_held_out(self, data: TensorPairs) -> TensorPairs:
+        if not self.held_out_classes:
+            return data
+        images, labels = data.tensors
+        keep = ~torch.isin(labels, torch.tensor(self.held_out_classes))  # (N,)
+        return TensorPairs(images[keep], labels[keep])
 
     def _loader(self, data: TensorPairs | None, stage: str, train: bool = False) -> DataLoader:
         if data is None:

@@ -81,17 +81,16 @@ def reparameterize(
     example, (k, B, Z) (also for ``k=1``), for the importance-weighted bound. ``generator`` must
     live on ``mu``'s device.
     """
-    mu, logvar = mu.float(), logvar.float()
-    shape = mu.shape if k is None else (k, *mu.shape)
     if k is not None and k < 1:
         raise ValueError(f"reparameterize needs k >= 1 samples, got k={k}")
+    mu, logvar = mu.float(), logvar.float()
+    shape = mu.shape if k is None else (k, *mu.shape)
     eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)  # (B, Z) or (k, B, Z)
     return mu + (0.5 * logvar).exp() * eps  # (B, Z) or (k, B, Z)
 
 
-def _sum_data_dims(values: Tensor, x: Tensor) -> Tensor:
-    """Sum ``values`` (..., B, *data) over the trailing ``x.dim() - 1`` data dimensions: (..., B)."""
-    data_dims = x.dim() - 1
+def _sum_data_dims(values: Tensor, data_dims: int) -> Tensor:
+    """Sum ``values`` (..., B, *data) over its trailing ``data_dims`` dimensions: (..., B)."""
     return values.flatten(start_dim=values.dim() - data_dims).sum(dim=-1) if data_dims else values
 
 
@@ -110,6 +109,7 @@ def log_likelihood(name: LikelihoodName, params: Tensor, x: Tensor, log_scale: T
       ``log_scale``.
     """
     check_likelihood_name(name)
+    data_dims = x.dim() - 1
     params = params.float()
     x = x.float().expand_as(params)  # (..., B, *data)
     if name == "bernoulli":
@@ -119,7 +119,7 @@ def log_likelihood(name: LikelihoodName, params: Tensor, x: Tensor, log_scale: T
             raise ValueError(f"likelihood {name!r} needs log_scale (the log standard deviation); got None")
         log_scale = log_scale.float()
         log_p = -0.5 * ((x - params) * torch.exp(-log_scale)).square() - log_scale - 0.5 * _LOG_2PI
-    return _sum_data_dims(log_p, x)  # (..., B)
+    return _sum_data_dims(log_p, data_dims)  # (..., B)
 
 
 def log_normal_std(z: Tensor) -> Tensor:

@@ -1,0 +1,264 @@
+"""VAE family: ELBO training, importance-weighted likelihood evaluation and anomaly scores.
+
+Variational autoencoder (Kingma & Welling 2014, https://arxiv.org/abs/1312.6114): Gaussian posterior
+q(z|x) with the reparameterization trick, standard normal prior, Bernoulli or Gaussian likelihood.
+``test/nll`` is the importance-weighted bound with ``iw_samples`` samples (Burda et al. 2015,
+https://arxiv.org/abs/1509.00519). All log-likelihoods are in nats per example; bits/dim divide by
+the number of pixel values (and, for a Gaussian density on 8-bit data, add the bin-width offset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import BinaryAUROC
+
+from genlit.families.step_logging import StepLogger
+from genlit.objectives.elbo import (
+    LikelihoodName,
+    binarize,
+    bits_per_dim,
+    check_likelihood_name,
+    free_bits_kl,
+    from_unit_interval,
+    gaussian_kl,
+    iw_bound,
+    log_likelihood,
+    log_normal,
+    log_normal_std,
+    reparameterize,
+    to_unit_interval,
+    uniform_dequantization_offset,
+)
+
+VAENetFactory = Callable[[tuple[int, ...], int, int], nn.Module]
+"""A net class taking ``(data_shape, num_classes, latent_dim)``; YAML gives its other init_args."""
+
+
+class VAE(L.LightningModule):
+    """Variational autoencoder with encoder and decoder nets passed in.
+
+    Args:
+        encoder: factory called as ``encoder(data_shape, num_classes, latent_dim)``; ``encoder(x, y)``
+            returns ``(mu, logvar)``, each (B, latent_dim).
+        decoder: factory called the same way; ``decoder(z, y)`` returns the likelihood's parameters
+            (Bernoulli logits or Gaussian means) of shape (..., *data_shape) for z of shape (..., latent_dim).
+        data_shape / num_classes: linked from the DataModule by the CLI.
+        conditional: conditional VAE (labels into encoder and decoder, Sohn et al. 2015); needs labels.
+        latent_dim: size of z (one value shared by encoder and decoder).
+        likelihood: ``bernoulli`` (pixels in [0, 1]), ``gaussian_fixed`` or ``gaussian_learned`` (scale).
+        dynamic_binarization: Bernoulli only: binarize [0, 1] pixels afresh every training step
+            (validation and test data are binarized once, with a fixed seed per batch).
+        gaussian_scale: the fixed standard deviation, or the initial one of ``gaussian_learned``.
+        beta: weight of the KL term (beta-VAE, Higgins et al. 2017).
+        kl_warmup_steps: the KL weight rises linearly from 0 to ``beta`` over this many steps
+            (Bowman et al. 2016; Sønderby et al. 2016); 0 disables it.
+        free_bits: nats per latent dimension below which the KL is not penalised (Kingma et al. 2016).
+        iw_samples: importance samples k of ``test/nll`` (and anomaly scores).
+        iw_chunk: samples decoded at once while computing the bound (memory/speed trade-off).
+        optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
+    """
+
+    def __init__(
+        self,
+        encoder: VAENetFactory,
+        decoder: VAENetFactory,
+        data_shape: tuple[int, ...] = (1, 28, 28),
+        num_classes: int = 0,
+        conditional: bool = False,
+        latent_dim: int = 32,
+        likelihood: LikelihoodName = "bernoulli",
+        dynamic_binarization: bool = True,
+        gaussian_scale: float = 0.1,
+        beta: float = 1.0,
+        kl_warmup_steps: int = 0,
+        free_bits: float = 0.0,
+        iw_samples: int = 1000,
+        iw_chunk: int = 100,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        check_likelihood_name(likelihood)
+        _check_options(conditional, num_classes, latent_dim, gaussian_scale, beta, iw_samples, iw_chunk)
+        self.save_hyperparameters()
+        self.data_shape, self.num_classes, self.conditional = tuple(data_shape), num_classes, conditional
+        net_classes = num_classes if conditional else 0
+        self.encoder = encoder(self.data_shape, net_classes, latent_dim)
+        self.decoder = decoder(self.data_shape, net_classes, latent_dim)
+        log_scale = torch.tensor(gaussian_scale).log()
+        if likelihood == "gaussian_learned":
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+        self.num_dims = int(torch.tensor(self.data_shape).prod())
+        self.dequantization = 0.0 if likelihood == "bernoulli" else uniform_dequantization_offset(1)
+        self.test_auroc = BinaryAUROC()
+        self._factories = (optimizer, lr_scheduler)
+        self._step_logger = StepLogger(self, "train", prog_bar=("elbo",))
+
+    # ------------------------------------------------------------------------------------ model pieces
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Posterior parameters ``(mu, logvar)``, each (B, latent_dim), of model-space data x."""
+        return self.encoder(x, self._labels(labels))
+
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Mean of p(x|z) in model space [-1, 1]: (..., *data_shape)."""
+        params = self.decoder(z, self._labels(labels))  # (..., *data_shape)
+        if self.hparams.likelihood == "bernoulli":
+            return from_unit_interval(torch.sigmoid(params))
+        return params.clamp(-1, 1)
+
+    def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Decode the posterior mean of x: (B, *data_shape) in [-1, 1]."""
+        return self.decode(self.encode(x, labels)[0], labels)
+
+    @torch.no_grad()
+    def sample(self, num: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Prior samples: z ~ N(0, I) decoded to the mean of p(x|z), (num, *data_shape) in [-1, 1].
+
+        Conditional models draw uniform labels unless ``labels`` (num,) are given.
+        """
+        if self.conditional and labels is None:
+            labels = torch.randint(self.num_classes, (num,), generator=generator, device=self.device)
+        z = torch.randn(num, self.hparams.latent_dim, generator=generator, device=self.device)  # (num, Z)
+        return self.decode(z, labels)
+
+    def _labels(self, labels: Tensor | None) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if labels is None:
+            raise ValueError("this VAE is conditional: pass labels (B,) with the data")
+        return torch.as_tensor(labels, device=self.device, dtype=torch.long)
+
+    # ------------------------------------------------------------------------------------------ ELBO
+    def prepare(self, x: Tensor, stage: str, batch_idx: int = 0) -> tuple[Tensor, Tensor]:
+        """(encoder input in model space, likelihood target) for a model-space batch x (B, *data_shape)."""
+        if self.hparams.likelihood != "bernoulli":
+            return x, x
+        x01 = to_unit_interval(x)  # (B, *data_shape)
+        if self.hparams.dynamic_binarization:
+            generator = None
+            if stage != "train":  # the same binarization of the evaluation data every time
+                generator = torch.Generator(device=x.device).manual_seed(10_007 * batch_idx + 17)
+            x01 = binarize(x01, generator)
+        return from_unit_interval(x01), x01
+
+    def elbo_terms(self, x_in: Tensor, target: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        """Per-example reconstruction NLL, KL and the KL of the training objective (free bits), (B,) each."""
+        mu, logvar = self.encode(x_in, labels)  # (B, Z) each
+        params = self.decoder(reparameterize(mu, logvar), self._labels(labels))  # (B, *data_shape)
+        recon = -log_likelihood(self.hparams.likelihood, params, target, self.log_scale)  # (B,)
+        kl = gaussian_kl(mu, logvar)  # (B,)
+        return {"recon": recon, "kl": kl, "kl_train": free_bits_kl(mu, logvar, self.hparams.free_bits)}
+
+    def kl_weight(self) -> float:
+        """beta, ramped up linearly over ``kl_warmup_steps`` optimizer steps."""
+        warmup = self.hparams.kl_warmup_steps
+        ramp = min(1.0, self.global_step / warmup) if warmup > 0 else 1.0
+        return self.hparams.beta * ramp
+
+    def importance_weighted_bound(self, x_in: Tensor, target: Tensor, labels: Tensor | None, k: int) -> Tensor:
+        """IWAE bound L_k on log p(x) in nats, (B,), from ``k`` posterior samples decoded in chunks."""
+        mu, logvar = self.encode(x_in, labels)  # (B, Z)
+        log_px, log_pz, log_qz = [], [], []
+        for start in range(0, k, self.hparams.iw_chunk):
+            z = reparameterize(mu, logvar, k=min(self.hparams.iw_chunk, k - start))  # (c, B, Z)
+            c, b = z.shape[:2]
+            chunk_labels = None if labels is None else self._labels(labels).repeat(c)  # (c*B,)
+            params = self.decoder(z.reshape(c * b, -1), chunk_labels).reshape(c, b, *self.data_shape)
+            log_px.append(log_likelihood(self.hparams.likelihood, params, target, self.log_scale))  # (c, B)
+            log_pz.append(log_normal_std(z))  # (c, B)
+            log_qz.append(log_normal(z, mu, logvar))  # (c, B)
+        return iw_bound(torch.cat(log_px), torch.cat(log_pz), torch.cat(log_qz))  # (B,)
+
+    def anomaly_score(self, x: Tensor, labels: Tensor | None = None, k: int | None = None) -> Tensor:
+        """Per-example anomaly score: the negative IW bound (k samples; k=1 gives the negative ELBO), (B,)."""
+        x_in, target = self.prepare(x, "test")
+        return -self.importance_weighted_bound(x_in, target, labels, k or self.hparams.iw_samples)
+
+    # ------------------------------------------------------------------------------------------ steps
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Minimise recon + kl_weight * KL (free bits applied); log ELBO terms in nats and bits/dim."""
+        x, y = batch
+        terms = self.elbo_terms(*self.prepare(x, "train"), y if self.conditional else None)
+        loss = (terms["recon"] + self.kl_weight() * terms["kl_train"]).mean()
+        self._step_logger.record(**self._summaries(terms))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch means of the training metrics."""
+        self._step_logger.log_epoch_means()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """ELBO terms on held-out data (single-sample estimates)."""
+        x, y = batch
+        terms = self.elbo_terms(*self.prepare(x, "val", batch_idx), y if self.conditional else None)
+        values = {f"val/{k}": v for k, v in self._summaries(terms).items()}
+        self.log_dict(values, sync_dist=True, batch_size=x.shape[0])
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """``test/nll`` (IW bound, k=iw_samples) in nats and bits/dim, the ELBO, and the anomaly AUROC."""
+        x, y = batch
+        labels = y if self.conditional else None
+        x_in, target = self.prepare(x, "test", batch_idx)
+        nll = -self.importance_weighted_bound(x_in, target, labels, self.hparams.iw_samples)  # (B,)
+        terms = self.elbo_terms(x_in, target, labels)
+        values = {
+            "test/nll": nll.mean(),
+            "test/nll_bits_per_dim": self._bits_per_dim(nll).mean(),
+            "test/elbo": -(terms["recon"] + terms["kl"]).mean(),
+        }
+        self.log_dict(values, sync_dist=True, batch_size=x.shape[0])
+        held_out = self._held_out_classes()
+        if held_out:
+            is_anomaly = torch.isin(y, torch.as_tensor(held_out, device=y.device)).long()  # (B,)
+            self.test_auroc.update(nll, is_anomaly)
+            self.log("test/anomaly_auroc", self.test_auroc, on_step=False, on_epoch=True)
+
+    def _held_out_classes(self) -> list[int]:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        return list(getattr(datamodule, "held_out_classes", None) or [])
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Per-example anomaly scores (negative IW bound) of the batch."""
+        x, y = batch
+        return self.anomaly_score(x, y if self.conditional else None)
+
+    def _summaries(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        neg_elbo = terms["recon"] + terms["kl"]  # (B,)
+        return {
+            "elbo": -neg_elbo.mean(),
+            "recon": terms["recon"].mean(),
+            "kl": terms["kl"].mean(),
+            "bits_per_dim": self._bits_per_dim(neg_elbo).mean(),
+        }
+
+    def _bits_per_dim(self, nats: Tensor) -> Tensor:
+        return bits_per_dim(nats, self.num_dims, self.dequantization)
+
+    # ------------------------------------------------------------------------------------ optimization
+    def configure_optimizers(self):
+        """The optimizer and, when given, its scheduler stepped every optimizer step."""
+        optimizer_factory, scheduler_factory = self._factories
+        optimizer = optimizer_factory(self.parameters())
+        if scheduler_factory is None:
+            return optimizer
+        scheduler = {"scheduler": scheduler_factory(optimizer), "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _check_options(conditional, num_classes, latent_dim, gaussian_scale, beta, iw_samples, iw_chunk) -> None:
+    if conditional and num_classes < 1:
+        raise ValueError(
+            "conditional=True (a CVAE) needs labelled data, but the DataModule reports 0 classes; "
+            "set --data.label_column (and --data.num_classes) or use conditional=false"
+        )
+    if latent_dim < 1 or iw_samples < 1 or iw_chunk < 1:
+        raise ValueError("latent_dim, iw_samples and iw_chunk must be >= 1")
+    if gaussian_scale <= 0 or beta < 0:
+        raise ValueError(f"gaussian_scale must be > 0 and beta >= 0, got {gaussian_scale} and {beta}")
