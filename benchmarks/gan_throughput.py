@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from benchmarks.timing import BatchTimer, alternate, quiet_trainer
 from genlit.data.images import ImageDataModule
 from genlit.families.gan import GAN
 from genlit.nets.dcgan import DCGANDiscriminator, DCGANGenerator
@@ -62,37 +61,12 @@ def plain_loop(images: torch.Tensor, steps: int, warmup: int, batch_size: int, f
     return steps / (time.perf_counter() - start)
 
 
-class _Timer(L.Callback):
-    """Wall time between the end of batch ``warmup`` and the end of training."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.batches, self.start, self.end = warmup, 0, None, None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.batches += 1
-        if self.batches == self.warmup:
-            self.start = time.perf_counter()
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.end = time.perf_counter()
-
-
 def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bool) -> float:
     """genlit's GAN through a Lightning Trainer; returns steps/s after ``warmup`` steps."""
     model = GAN(DCGANGenerator, DCGANDiscriminator, SHAPE, 10, g_optimizer=adam, d_optimizer=adam)
-    timer = _Timer(warmup)
-    trainer = L.Trainer(
-        max_steps=2 * (warmup + steps),
-        logger=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        enable_model_summary=False,
-        enable_progress_bar=progress_bar,
-        callbacks=[timer],
-        accelerator="cpu",
-    )
-    trainer.fit(model, datamodule=data)
-    return steps / (timer.end - timer.start)
+    timer = BatchTimer(warmup)
+    quiet_trainer(2 * (warmup + steps), timer, progress_bar).fit(model, datamodule=data)  # D + G step per batch
+    return timer.rate(steps)
 
 
 def main() -> None:
@@ -108,18 +82,13 @@ def main() -> None:
     data.prepare_data()
     data.setup("fit")
     images = data.train_dataloader().dataset.tensors[0]  # uint8 (N, 1, 28, 28), decoded once, as genlit uses it
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}")
-    runs = {"plain": [], "plain_frozen_d": [], "genlit": []}
-    for r in range(args.repeats):
-        for name in runs:
-            torch.manual_seed(r)
-            if name == "genlit":
-                runs[name].append(genlit_loop(data, args.steps, args.warmup, not args.no_progress_bar))
-            else:
-                runs[name].append(plain_loop(images, args.steps, args.warmup, args.batch_size, name != "plain"))
-        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + " steps/s")
-    medians = {k: statistics.median(v) for k, v in runs.items()}
-    print("median steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
+    print(f"batch {args.batch_size}")
+    loops = {
+        "plain": lambda: plain_loop(images, args.steps, args.warmup, args.batch_size, freeze_d=False),
+        "plain_frozen_d": lambda: plain_loop(images, args.steps, args.warmup, args.batch_size, freeze_d=True),
+        "genlit": lambda: genlit_loop(data, args.steps, args.warmup, not args.no_progress_bar),
+    }
+    medians = alternate(loops, args.repeats)
     print(f"ratio genlit/plain: {medians['genlit'] / medians['plain']:.3f}")
     print(f"ratio genlit/plain_frozen_d (same work): {medians['genlit'] / medians['plain_frozen_d']:.3f}")
 

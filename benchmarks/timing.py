@@ -1,0 +1,52 @@
+"""Shared pieces of the throughput benchmarks: a Lightning batch timer and alternating repeats."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch
+
+
+class BatchTimer(L.Callback):
+    """Wall time from the end of batch ``warmup`` to the end of training."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.batches, self.start, self.end = warmup, 0, None, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+        if self.batches == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.end = time.perf_counter()
+
+    def rate(self, steps: int) -> float:
+        """Steps per second over the timed part."""
+        return steps / (self.end - self.start)
+
+
+def quiet_trainer(max_steps: int, timer: BatchTimer, progress_bar: bool) -> L.Trainer:
+    """A CPU Trainer without logger, checkpoints or validation, as a throughput comparison needs."""
+    return L.Trainer(
+        max_steps=max_steps, logger=False, enable_checkpointing=False, limit_val_batches=0, accelerator="cpu",
+        enable_model_summary=False, enable_progress_bar=progress_bar, callbacks=[timer],
+    )  # fmt: skip
+
+
+def alternate(loops: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Run every loop once per repeat, in turn (so slow phases of a noisy machine hit all of them);
+    print each repeat and return the median steps/s of each loop."""
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    runs: dict[str, list[float]] = {name: [] for name in loops}
+    for r in range(repeats):
+        for name, loop in loops.items():
+            torch.manual_seed(r)
+            runs[name].append(loop())
+        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + " steps/s")
+    medians = {k: statistics.median(v) for k, v in runs.items()}
+    print("median steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
+    return medians
