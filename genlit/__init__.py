@@ -6,5 +6,6 @@ The public API: the families (LightningModules) and the data modules.
 from genlit.data.images import ImageDataModule
 from genlit.data.toy import ToyDataModule
 from genlit.families.gan import GAN
+from genlit.families.vae import VAE
 
-__all__ = ["GAN", "ImageDataModule", "ToyDataModule"]
+__all__ = ["GAN", "VAE", "ImageDataModule", "ToyDataModule"]

@@ -156,11 +156,11 @@ class VAE(L.LightningModule):
         kl = gaussian_kl(mu, logvar)  # (B,)
         return {"recon": recon, "kl": kl, "kl_train": free_bits_kl(mu, logvar, self.hparams.free_bits)}
 
-    def kl_weight(self) -> float:
-        """beta, ramped up linearly over ``kl_warmup_steps`` optimizer steps."""
+    def kl_weight(self, step: int | None = None) -> float:
+        """beta, ramped up linearly over ``kl_warmup_steps`` optimizer steps (at ``step``, default now)."""
+        step = self.global_step if step is None else step
         warmup = self.hparams.kl_warmup_steps
-        ramp = min(1.0, self.global_step / warmup) if warmup > 0 else 1.0
-        return self.hparams.beta * ramp
+        return self.hparams.beta * (min(1.0, step / warmup) if warmup > 0 else 1.0)
 
     def importance_weighted_bound(self, x_in: Tensor, target: Tensor, labels: Tensor | None, k: int) -> Tensor:
         """IWAE bound L_k on log p(x) in nats, (B,), from ``k`` posterior samples decoded in chunks."""

