@@ -216,9 +216,15 @@ class VAE(L.LightningModule):
         self.log_dict(values, sync_dist=True, batch_size=x.shape[0])
         held_out = self._held_out_classes()
         if held_out:
-            is_anomaly = torch.isin(y, torch.as_tensor(held_out, device=y.device)).long()  # (B,)
-            self.test_auroc.update(nll, is_anomaly)
+            self.update_anomaly_auroc(nll, y, held_out)
             self.log("test/anomaly_auroc", self.test_auroc, on_step=False, on_epoch=True)
+
+    def update_anomaly_auroc(self, nll: Tensor, labels: Tensor, held_out_classes: list[int]) -> None:
+        """Add per-example NLLs (B,) to the AUROC of held-out classes (positives) against the rest."""
+        is_anomaly = torch.isin(labels, torch.as_tensor(held_out_classes, device=labels.device)).long()  # (B,)
+        # a strictly increasing map into (0, 1): AUROC is unchanged, and torchmetrics would otherwise
+        # read scores outside [0, 1] as logits and squash them all to 1.0
+        self.test_auroc.update(torch.sigmoid(nll / self.num_dims), is_anomaly)
 
     def _held_out_classes(self) -> list[int]:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
