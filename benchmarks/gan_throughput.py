@@ -10,15 +10,13 @@ printed: genlit against the usual hand-written loop, and against one doing exact
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from benchmarks.timing import BatchTimer, alternate, quiet_trainer
+from benchmarks.timing import BatchTimer, alternate, mnist_data, quiet_trainer, throughput_args
 from genlit.data.images import ImageDataModule
 from genlit.families.gan import GAN
 from genlit.nets.dcgan import DCGANDiscriminator, DCGANGenerator
@@ -71,18 +69,8 @@ def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bo
 
 def main() -> None:
     """Run both loops alternately and print steps/s and the ratio."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--no-progress-bar", action="store_true")
-    args = parser.parse_args()
-    data = ImageDataModule(os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist"), batch_size=args.batch_size)
-    data.prepare_data()
-    data.setup("fit")
-    images = data.train_dataloader().dataset.tensors[0]  # uint8 (N, 1, 28, 28), decoded once, as genlit uses it
-    print(f"batch {args.batch_size}")
+    args = throughput_args(__doc__, batch_size=64)
+    data, images = mnist_data(args.batch_size)
     loops = {
         "plain": lambda: plain_loop(images, args.steps, args.warmup, args.batch_size, freeze_d=False),
         "plain_frozen_d": lambda: plain_loop(images, args.steps, args.warmup, args.batch_size, freeze_d=True),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import lightning as L
 import torch
+
+from genlit.data.images import ImageDataModule
 
 
 class BatchTimer(L.Callback):
@@ -50,3 +54,23 @@ def alternate(loops: dict[str, Callable[[], float]], repeats: int) -> dict[str, 
     medians = {k: statistics.median(v) for k, v in runs.items()}
     print("median steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
     return medians
+
+
+def throughput_args(doc: str, batch_size: int) -> argparse.Namespace:
+    """The command-line options every throughput benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--no-progress-bar", action="store_true")
+    return parser.parse_args()
+
+
+def mnist_data(batch_size: int) -> tuple[ImageDataModule, torch.Tensor]:
+    """The offline MNIST DataModule, set up, and its decoded uint8 train images (N, 1, 28, 28) for plain loops."""
+    data = ImageDataModule(os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist"), batch_size=batch_size)
+    data.prepare_data()
+    data.setup("fit")
+    print(f"batch {batch_size}")
+    return data, data.train_dataloader().dataset.tensors[0]

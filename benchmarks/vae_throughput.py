@@ -9,15 +9,13 @@ batch, Adam, Bernoulli likelihood with dynamic binarization, on the offline MNIS
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.timing import BatchTimer, alternate, quiet_trainer
+from benchmarks.timing import BatchTimer, alternate, mnist_data, quiet_trainer, throughput_args
 from genlit.data.images import ImageDataModule
 from genlit.families.vae import VAE
 from genlit.nets.conv_vae import ConvDecoder, ConvEncoder
@@ -64,18 +62,8 @@ def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bo
 
 def main() -> None:
     """Run both loops alternately and print steps/s and the ratio."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--no-progress-bar", action="store_true")
-    args = parser.parse_args()
-    data = ImageDataModule(os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist"), batch_size=args.batch_size)
-    data.prepare_data()
-    data.setup("fit")
-    images = data.train_dataloader().dataset.tensors[0]  # uint8 (N, 1, 28, 28), decoded once, as genlit uses it
-    print(f"batch {args.batch_size}")
+    args = throughput_args(__doc__, batch_size=128)
+    data, images = mnist_data(args.batch_size)
     loops = {
         "plain": lambda: plain_loop(images, args.steps, args.warmup, args.batch_size),
         "genlit": lambda: genlit_loop(data, args.steps, args.warmup, not args.no_progress_bar),
