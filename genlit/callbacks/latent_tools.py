@@ -17,11 +17,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 
-from genlit.callbacks.sample_grid import StepCrossing, log_picture
+from genlit.callbacks.sample_grid import PeriodicPicture, log_picture
 from genlit.imaging import image_grid, save_png, to_uint8
 
 
@@ -82,7 +81,7 @@ def traversal(z: Tensor, dims: Sequence[int], values: Sequence[float] | Tensor, 
     return out.reshape(-1, z.shape[0])  # (D * V, Z)
 
 
-class _LatentPicture(Callback):
+class _LatentPicture(PeriodicPicture):
     """Shared machinery: fixed validation images, the step trigger, eval/no-grad drawing, saving and logging.
 
     The first validation batches seen (sanity check included; ``on_validation_batch_start`` sees them after
@@ -96,13 +95,10 @@ class _LatentPicture(Callback):
     name, key, required = "latent", "latents", ("encode", "decode")
 
     def __init__(self, every_n_steps: int) -> None:
-        self.every_n_steps = every_n_steps
-        self._trigger = StepCrossing(every_n_steps)
-        self._run_dir: Path | None = None
+        super().__init__(every_n_steps)
         self._x: Tensor | None = None  # (N, C, H, W) fixed images in model space
         self._y: Tensor | None = None  # (N,) their labels
         self._frozen = False  # True once the images are fixed
-        self.saved: list[Path] = []
 
     def _num_needed(self) -> int:
         return 1
@@ -133,9 +129,8 @@ class _LatentPicture(Callback):
         self._frozen = self._frozen or self._x is not None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Resolve the run folder (``trainer.log_dir`` broadcasts: all ranks), count steps, fetch images."""
-        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        self._trigger.reset(trainer.global_step)
+        """Resolve the run folder and count steps (all ranks); fetch the fixed images if none were seen."""
+        super().on_train_start(trainer, pl_module)
         datamodule = trainer.datamodule
         if trainer.is_global_zero and self._x is None and self._num_needed() > 0 and datamodule is not None:
             if is_overridden("val_dataloader", datamodule):
@@ -143,18 +138,6 @@ class _LatentPicture(Callback):
                     if self._collect(trainer.strategy.batch_to_device(batch, dataloader_idx=0)):
                         break
                 self._frozen = self._x is not None
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        """Draw if ``global_step`` crossed a multiple of ``every_n_steps`` during this batch."""
-        if self._trigger.crossed(trainer.global_step):
-            self._draw(trainer, pl_module)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Draw a last picture unless one was just drawn at this step."""
-        if self._trigger.final(trainer.global_step):
-            self._draw(trainer, pl_module)
 
     def _collect(self, batch: Any) -> bool:
         """Append a batch's images (and labels) until ``_num_needed``; return True once there are enough."""

@@ -96,7 +96,39 @@ def fixed_noise_samples(pl_module: pl.LightningModule, num_samples: int, seed: i
         return pl_module.sample(num_samples, labels=labels, generator=generator, **sample_kwargs)
 
 
-class SampleGrid(Callback):
+class PeriodicPicture(Callback):
+    """Base of the picture callbacks: ``_draw`` runs whenever ``trainer.global_step`` crosses a multiple of
+    ``every_n_steps`` (:class:`StepCrossing`) and once when training ends; ``_run_dir`` is the run folder,
+    resolved on every rank in ``on_train_start`` (``trainer.log_dir`` broadcasts)."""
+
+    def __init__(self, every_n_steps: int) -> None:
+        self.every_n_steps = every_n_steps
+        self._trigger = StepCrossing(every_n_steps)
+        self._run_dir: Path | None = None
+        self.saved: list[Path] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Resolve the run folder (all ranks) and start counting steps."""
+        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        self._trigger.reset(trainer.global_step)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Draw if ``global_step`` crossed a multiple of ``every_n_steps`` during this batch."""
+        if self._trigger.crossed(trainer.global_step):
+            self._draw(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Draw a last picture unless one was just drawn at this step."""
+        if self._trigger.final(trainer.global_step):
+            self._draw(trainer, pl_module)
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        raise NotImplementedError
+
+
+class SampleGrid(PeriodicPicture):
     """Save ``<run_dir>/samples/step_{global_step:07d}.png`` of fixed-noise samples and log it.
 
     Every ``every_n_steps`` optimizer steps (crossing logic, see :class:`StepCrossing`) and once when
@@ -118,13 +150,10 @@ class SampleGrid(Callback):
     def __init__(self, num_samples: int = 64, every_n_steps: int = 500, seed: int = 0, nrow: int | None = None) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1; got {num_samples}")
+        super().__init__(every_n_steps)
         self.num_samples = num_samples
-        self.every_n_steps = every_n_steps
         self.seed = seed
         self.nrow = nrow
-        self._trigger = StepCrossing(every_n_steps)
-        self._run_dir: Path | None = None
-        self.saved: list[Path] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check before fitting that the module can be drawn: ``sample`` and (C, H, W) or (2,) data."""
@@ -136,23 +165,6 @@ class SampleGrid(Callback):
                 f"SampleGrid needs a module with sample() and data_shape (C, H, W) or (2,); "
                 f"got {type(pl_module).__name__} with data_shape {shape or None}"
             )
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Resolve the run folder (``trainer.log_dir`` broadcasts: all ranks) and start counting steps."""
-        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        self._trigger.reset(trainer.global_step)
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        """Draw a grid if ``global_step`` crossed a multiple of ``every_n_steps`` during this batch."""
-        if self._trigger.crossed(trainer.global_step):
-            self._draw(trainer, pl_module)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Draw a last grid unless one was just drawn at this step."""
-        if self._trigger.final(trainer.global_step):
-            self._draw(trainer, pl_module)
 
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Sample on fixed noise, save the PNG and log it (rank zero)."""
