@@ -94,3 +94,19 @@ def test_anomaly_auroc_ranks_the_scores():
     model.test_auroc.reset()
     model.update_anomaly_auroc(nll, torch.tensor([9, 9, 0, 1, 2]), [9])  # held-out examples score best
     assert float(model.test_auroc.compute()) == pytest.approx(0.0)
+
+
+def test_numeric_options_fail_loudly():
+    with pytest.raises(ValueError, match="gaussian_scale must be > 0 and beta >= 0"):
+        make_vae(gaussian_scale=0.0)
+    with pytest.raises(ValueError, match="gaussian_scale must be > 0 and beta >= 0"):
+        make_vae(beta=-1.0)
+    with pytest.raises(ValueError, match="latent_dim, iw_samples and iw_chunk must be >= 1"):
+        make_vae(iw_samples=0)
+
+
+def test_held_out_classes_need_labels():
+    from genlit.data.images import ImageDataModule
+
+    with pytest.raises(ValueError, match="held_out_classes needs labels; set --data.label_column"):
+        ImageDataModule("unused", label_column=None, held_out_classes=[9])
