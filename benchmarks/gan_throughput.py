@@ -2,7 +2,7 @@
 
 Same nets (DCGAN 28 px, width 64), batch, Adam optimizers, non-saturating loss and EMA of G, on the offline
 MNIST copy (``$GENLIT_DATA_DIR/mnist``). One "step" = one discriminator step + one generator step.
-The loops alternate (plain, plain with D frozen in the G step, genlit, ...) and ratios of medians are
+The loops alternate (plain, plain with D frozen in the G step, genlit, ...) and the median of the per-repeat ratios is
 printed: genlit against the usual hand-written loop, and against one doing exactly genlit's work.
 
     python benchmarks/gan_throughput.py [--steps 300] [--warmup 30] [--repeats 3] [--batch-size 64]
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from benchmarks.timing import BatchTimer, alternate, mnist_data, quiet_trainer, throughput_args
+from benchmarks.timing import BatchTimer, alternate, mnist_data, quiet_trainer, report_ratio, throughput_args
 from genlit.data.images import ImageDataModule
 from genlit.families.gan import GAN
 from genlit.nets.dcgan import DCGANDiscriminator, DCGANGenerator
@@ -76,9 +76,9 @@ def main() -> None:
         "plain_frozen_d": lambda: plain_loop(images, args.steps, args.warmup, args.batch_size, freeze_d=True),
         "genlit": lambda: genlit_loop(data, args.steps, args.warmup, not args.no_progress_bar),
     }
-    medians = alternate(loops, args.repeats)
-    print(f"ratio genlit/plain: {medians['genlit'] / medians['plain']:.3f}")
-    print(f"ratio genlit/plain_frozen_d (same work): {medians['genlit'] / medians['plain_frozen_d']:.3f}")
+    runs = alternate(loops, args.repeats)
+    report_ratio(runs, "genlit", "plain")
+    report_ratio(runs, "genlit", "plain_frozen_d", " (same work)")
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ def quiet_trainer(max_steps: int, timer: BatchTimer, progress_bar: bool) -> L.Tr
     )  # fmt: skip
 
 
-def alternate(loops: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+def alternate(loops: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
     """Run every loop once per repeat, in turn (so slow phases of a noisy machine hit all of them);
-    print each repeat and return the median steps/s of each loop."""
+    print each repeat and the medians, and return every loop's steps/s per repeat."""
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     runs: dict[str, list[float]] = {name: [] for name in loops}
     for r in range(repeats):
@@ -53,7 +53,16 @@ def alternate(loops: dict[str, Callable[[], float]], repeats: int) -> dict[str, 
         print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + " steps/s")
     medians = {k: statistics.median(v) for k, v in runs.items()}
     print("median steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
-    return medians
+    return runs
+
+
+def report_ratio(runs: dict[str, list[float]], num: str, den: str, note: str = "") -> float:
+    """Print and return the median over repeats of the paired ratio ``num / den`` (robust to a slow phase
+    of the machine hitting one repeat), with the ratio of medians beside it."""
+    paired = statistics.median(a / b for a, b in zip(runs[num], runs[den], strict=True))
+    of_medians = statistics.median(runs[num]) / statistics.median(runs[den])
+    print(f"ratio {num}/{den}{note}: {paired:.3f} (median of per-repeat ratios; ratio of medians {of_medians:.3f})")
+    return paired
 
 
 def throughput_args(doc: str, batch_size: int) -> argparse.Namespace:

@@ -2,7 +2,7 @@
 
 Same nets as experiments/vae/vae_mnist.yaml (conv encoder/decoder, width 32, hidden 256, latent 32),
 batch, Adam, Bernoulli likelihood with dynamic binarization, on the offline MNIST copy
-(``$GENLIT_DATA_DIR/mnist``). The loops alternate and the ratio of medians is printed.
+(``$GENLIT_DATA_DIR/mnist``). The loops alternate and the median of the per-repeat ratios is printed.
 
     python benchmarks/vae_throughput.py [--steps 300] [--warmup 30] [--repeats 5] [--batch-size 128]
 """
@@ -15,7 +15,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from benchmarks.timing import BatchTimer, alternate, mnist_data, quiet_trainer, throughput_args
+from benchmarks.timing import BatchTimer, alternate, mnist_data, quiet_trainer, report_ratio, throughput_args
 from genlit.data.images import ImageDataModule
 from genlit.families.vae import VAE
 from genlit.nets.conv_vae import ConvDecoder, ConvEncoder
@@ -68,8 +68,7 @@ def main() -> None:
         "plain": lambda: plain_loop(images, args.steps, args.warmup, args.batch_size),
         "genlit": lambda: genlit_loop(data, args.steps, args.warmup, not args.no_progress_bar),
     }
-    medians = alternate(loops, args.repeats)
-    print(f"ratio genlit/plain: {medians['genlit'] / medians['plain']:.3f}")
+    report_ratio(alternate(loops, args.repeats), "genlit", "plain")
 
 
 if __name__ == "__main__":

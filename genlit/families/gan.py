@@ -18,8 +18,8 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from genlit.families.ema import make_ema
 from genlit.families.step_logging import StepLogger
 from genlit.objectives.adversarial import (
     LossName,
@@ -76,7 +76,7 @@ class GAN(L.LightningModule):
     ) -> None:
         super().__init__()
         check_loss_name(loss)
-        _check_options(conditional, num_classes, n_critic, ema_decay, lr_scheduler_interval)
+        _check_options(conditional, num_classes, n_critic, lr_scheduler_interval)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.data_shape = tuple(data_shape)
@@ -85,7 +85,7 @@ class GAN(L.LightningModule):
         net_classes = num_classes if conditional else 0
         self.generator = generator(self.data_shape, net_classes)
         self.discriminator = discriminator(self.data_shape, net_classes)
-        self.ema = _make_ema(self.generator, ema_decay)
+        self.ema = make_ema(self.generator, ema_decay)
         # Kept as given: under LightningCLI, hparams hold their configs (class_path/init_args), not callables.
         self._optimizer_factories = (d_optimizer, g_optimizer)
         self._scheduler_factories = (d_lr_scheduler, g_lr_scheduler)
@@ -255,15 +255,7 @@ class GAN(L.LightningModule):
         ]
 
 
-def _make_ema(net: nn.Module, decay: float) -> AveragedModel | None:
-    """EMA copy of ``net`` (weights and BatchNorm statistics), frozen: updated by averaging, not by grads."""
-    if decay == 0:
-        return None
-    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-    return ema.requires_grad_(False)
-
-
-def _check_options(conditional: bool, num_classes: int, n_critic: int, ema_decay: float, interval: str):
+def _check_options(conditional: bool, num_classes: int, n_critic: int, interval: str):
     if conditional and num_classes < 1:
         raise ValueError(
             "conditional=True needs labelled data, but the DataModule reports 0 classes; "
@@ -271,7 +263,5 @@ def _check_options(conditional: bool, num_classes: int, n_critic: int, ema_decay
         )
     if n_critic < 1:
         raise ValueError(f"n_critic must be >= 1, got {n_critic}")
-    if not 0 <= ema_decay < 1:
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     if interval not in ("step", "epoch"):
         raise ValueError(f"lr_scheduler_interval must be 'step' or 'epoch', got {interval!r}")
