@@ -65,11 +65,11 @@ def report_ratio(runs: dict[str, list[float]], num: str, den: str, note: str = "
     return paired
 
 
-def throughput_args(doc: str, batch_size: int) -> argparse.Namespace:
+def throughput_args(doc: str, batch_size: int, steps: int = 300, warmup: int = 30) -> argparse.Namespace:
     """The command-line options every throughput benchmark takes."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--warmup", type=int, default=warmup)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--no-progress-bar", action="store_true")

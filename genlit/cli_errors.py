@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 
 from jsonargparse import ArgumentError
 
 USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)  # bad input: one line, no traceback
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
+_NOT_IMPORTABLE = re.compile(r"Expected a path but (\S+) either not accessible or invalid")
+_SUBTYPE = re.compile(r"Subtypes: \[<class '([\w.]+)'>")
 _NOISE = ("Does not validate", "Subtypes:", "Errors:", "- Problem with given class_path", "Given value",
           "- Expected a <class 'NoneType'>", "Parser key")  # fmt: skip
 
@@ -28,9 +31,29 @@ def parse_error_line(message: str) -> str:
     keys = [k for k in _PARSER_KEY.findall(message) if k not in ("model", "data")] or _PARSER_KEY.findall(message)
     lines = [line.strip() for line in message.splitlines()]
     details = [line for line in lines if line and not line.startswith(_NOISE)]
-    detail = details[0].lstrip("- ") if details else lines[0]
+    detail = _unknown_class(message) or (details[0].lstrip("- ") if details else lines[0])
     prefix = _option_name(message, keys)
     return f"{prefix}: {detail}  (see --help)" if prefix else f"{detail}  (see --help)"
+
+
+def _unknown_class(message: str) -> str | None:
+    """``X is not an importable NoiseSchedule; use one of ...`` for a class_path that does not import."""
+    value = _NOT_IMPORTABLE.search(message)
+    base = _SUBTYPE.search(message, value.end()) if value else None  # the option's own type, not the model's
+    if not value or not base:
+        return None
+    module_name, _, name = base.group(1).rpartition(".")
+    try:
+        base_class = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        return None
+    known = sorted(f"{c.__module__}.{c.__qualname__}" for c in _subclasses(base_class) if c.__module__[:6] == "genlit")
+    hint = f"; use one of {', '.join(known)}" if known else "; give the class_path of an importable subclass"
+    return f"{value.group(1)} is not an importable {base_class.__name__}{hint}"
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
 
 
 def _option_name(message: str, keys: list[str]) -> str:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from genlit.diffusion import DDIMSampler, DDPMSampler
+from genlit.families.diffusion import Diffusion
 from genlit.imaging import samples_picture, save_png, to_uint8
 
 
@@ -52,8 +54,11 @@ def _family_class(path: Path, hparams: dict) -> type[L.LightningModule]:
     return family
 
 
-def draw(model, num: int, batch_size: int, seed: int, label: int | None = None):
-    """Draw ``num`` samples in batches with a progress bar; returns (samples, labels or None) on CPU."""
+def draw(model, num: int, batch_size: int, seed: int, label: int | None = None, **sample_kwargs):
+    """Draw ``num`` samples in batches with a progress bar; returns (samples, labels or None) on CPU.
+
+    ``sample_kwargs`` go to the family's ``sample`` (a diffusion model's sampler, guidance scale, ...).
+    """
     generator = torch.Generator(device=model.device).manual_seed(seed)
     labels = _labels(model, num, label)
     chunks = []
@@ -61,7 +66,7 @@ def draw(model, num: int, batch_size: int, seed: int, label: int | None = None):
         for start in range(0, num, batch_size):
             size = min(batch_size, num - start)
             batch_labels = None if labels is None else labels[start : start + size].to(model.device)
-            chunks.append(model.sample(size, labels=batch_labels, generator=generator).float().cpu())
+            chunks.append(model.sample(size, labels=batch_labels, generator=generator, **sample_kwargs).float().cpu())
             bar.update(size)
     return torch.cat(chunks), labels
 
@@ -103,7 +108,42 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--label", type=int, default=None, help="class of every sample (conditional models)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    diffusion = parser.add_argument_group("diffusion checkpoints")
+    diffusion.add_argument("--sampler", choices=["ddpm", "ddim"], default=None, help="default: the model's own")
+    diffusion.add_argument("--steps", type=int, default=None, help="denoising steps (default: ddpm all T, ddim 50)")
+    diffusion.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0: deterministic, 1: DDPM-like)")
+    diffusion.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
+    diffusion.add_argument("--no-ema", action="store_true", help="sample the trained net, not its EMA")
     return parser
+
+
+def diffusion_options(args: argparse.Namespace, model) -> dict:
+    """``sample`` keyword arguments of the diffusion options given; a clear error if the checkpoint is not
+    a diffusion model."""
+    given = {
+        "--sampler": args.sampler is not None,
+        "--steps": args.steps is not None,
+        "--eta": args.eta != 0.0,
+        "--guidance-scale": args.guidance_scale is not None,
+        "--no-ema": args.no_ema,
+    }
+    if not isinstance(model, Diffusion):
+        if any(given.values()):
+            names = ", ".join(name for name, on in given.items() if on)
+            raise ValueError(f"{names} apply to diffusion checkpoints only; this one holds a {type(model).__name__}")
+        return {}
+    if args.guidance_scale is not None and not model.conditional:
+        raise ValueError("--guidance-scale needs a class-conditional diffusion model; this one is unconditional")
+    if args.eta != 0.0 and args.sampler != "ddim":
+        raise ValueError("--eta is a DDIM option; add --sampler ddim")
+    options = {"use_ema": not args.no_ema, "guidance_scale": args.guidance_scale, "progress": True}
+    if args.sampler == "ddpm":
+        options["sampler"] = DDPMSampler(args.steps)
+    elif args.sampler == "ddim":
+        options["sampler"] = DDIMSampler(args.steps or 50, eta=args.eta)
+    elif args.steps is not None:
+        raise ValueError("--steps needs --sampler ddpm or --sampler ddim")
+    return options
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("--num and --batch-size must be positive")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model = load_family(args.ckpt, map_location=device).eval()
-    samples, labels = draw(model, args.num, args.batch_size, args.seed, args.label)
+    options = diffusion_options(args, model)
+    samples, labels = draw(model, args.num, args.batch_size, args.seed, args.label, **options)
     write_npz(out, samples, labels)
     shown = samples[:64] if samples.dim() == 4 else samples  # a grid of 64 images, or every 2-D point
     save_png(samples_picture(shown), out.with_suffix(".png"))

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from genlit.cli import GenlitCLI
 from tests.conftest import EXPERIMENTS
@@ -19,9 +20,13 @@ def test_config_instantiates(config, mnist_dir, tmp_path, monkeypatch):
     assert isinstance(cli.model, torch.nn.Module)
     assert tuple(cli.model.hparams.data_shape) == tuple(cli.datamodule.data_shape)
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes
-    assert cli.trainer.max_steps > 0 or cli.trainer.max_epochs
+    timed = any(isinstance(c, Timer) for c in cli.trainer.callbacks)  # max_time
+    assert cli.trainer.max_steps > 0 or cli.trainer.max_epochs or timed
 
 
 def test_experiment_set_is_complete():
     names = {c.stem for c in (EXPERIMENTS / "gan").glob("*.yaml")}
     assert {"toy_ring8", "toy_grid25", "dcgan_mnist", "wgan_gp_mnist", "sngan_hinge_mnist"} <= names
+    assert {"ddpm_mnist", "ddpm_cosine_v_mnist", "cfg_mnist"} <= {
+        c.stem for c in (EXPERIMENTS / "diffusion").glob("*.yaml")
+    }
