@@ -36,7 +36,7 @@ def draw_grids(ckpt: Path) -> None:
     labels = torch.arange(num) // 10 if model.conditional else None  # one digit per row
     for name, sampler in SAMPLERS.items():
         start = time.perf_counter()
-        samples = model.sample(num, labels, torch.Generator().manual_seed(0), sampler=sampler, progress=True)
+        samples = model.sample(num, labels, torch.Generator().manual_seed(0), sampler=sampler)
         out = ckpt.parent / f"{name}.png"
         save_png(samples_picture(samples), out)
         print(f"  {name}: {num} samples in {time.perf_counter() - start:.0f} s -> {out}")

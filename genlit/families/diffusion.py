@@ -56,6 +56,8 @@ class Diffusion(L.LightningModule):
         guidance_scale: default classifier-free guidance scale of :meth:`sample`.
         clip_x0: clamp the x_0 estimate to [-1, 1] while sampling and in the bound.
         ema_decay: decay of the EMA of the net used by validation, test and sampling; 0 disables it.
+        ema_warmup: ramp the decay up as min(ema_decay, (1 + n) / (10 + n)) after n updates, so short runs
+            are not dominated by the initial weights.
         nll_timesteps: terms of the bound computed per test batch (stratified estimate); None: all T.
         optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
     """
@@ -74,6 +76,7 @@ class Diffusion(L.LightningModule):
         guidance_scale: float = 1.0,
         clip_x0: bool = True,
         ema_decay: float = 0.9999,
+        ema_warmup: bool = True,
         nll_timesteps: int | None = 50,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -87,7 +90,7 @@ class Diffusion(L.LightningModule):
         self.sampler = sampler if sampler is not None else DDIMSampler(50)
         self.net = net(self.data_shape, num_classes if conditional else 0)
         self.null_label = getattr(self.net, "null_label", num_classes) if conditional else None
-        self.ema = make_ema(self.net, ema_decay)
+        self.ema = make_ema(self.net, ema_decay, warmup=ema_warmup)
         self.num_dims = int(torch.tensor(self.data_shape).prod())
         self.train_quartiles, self.val_quartiles = BinnedMean(QUARTILES), BinnedMean(QUARTILES)
         self._factories = (optimizer, lr_scheduler)
