@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from genlit.cli_errors import USER_ERRORS, error_line
 
-EXTRA_COMMANDS = {"sample": "genlit.sampling:main"}
+EXTRA_COMMANDS = {"sample": "genlit.sampling:main", "evaluate": "genlit.evaluation:main"}
 LOGGERS_WITH_SUBDIRS = ("TensorBoardLogger", "CSVLogger")
 DEBUG_ENV = "GENLIT_DEBUG"
 

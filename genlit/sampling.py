@@ -22,8 +22,9 @@ from genlit.families.diffusion import Diffusion
 from genlit.imaging import samples_picture, save_png, to_uint8
 
 
-def load_family(ckpt: str | os.PathLike, map_location: str = "cpu") -> L.LightningModule:
-    """Rebuild a genlit family from its Lightning checkpoint alone (hyperparameters + weights)."""
+def load_family(ckpt: str | os.PathLike, map_location: str = "cpu", needs: str = "sample") -> L.LightningModule:
+    """Rebuild a genlit LightningModule from its Lightning checkpoint alone (hyperparameters + weights);
+    a clear error unless it has the method ``needs`` (``sample`` for generative families)."""
     path = Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass the path of a .ckpt file")
@@ -33,11 +34,11 @@ def load_family(ckpt: str | os.PathLike, map_location: str = "cpu") -> L.Lightni
         raise ValueError(f"{path} is not a readable checkpoint (corrupt or truncated?): {err}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict); pass a genlit .ckpt file")
-    family = _family_class(path, checkpoint.get("hyper_parameters") or {})
+    family = _family_class(path, checkpoint.get("hyper_parameters") or {}, needs)
     return family.load_from_checkpoint(path, map_location=map_location)
 
 
-def _family_class(path: Path, hparams: dict) -> type[L.LightningModule]:
+def _family_class(path: Path, hparams: dict, needs: str) -> type[L.LightningModule]:
     class_path = hparams.get("_class_path")
     if not class_path:
         raise ValueError(
@@ -49,8 +50,9 @@ def _family_class(path: Path, hparams: dict) -> type[L.LightningModule]:
         family = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError):
         raise ValueError(f"{path} was written by {class_path}, which cannot be imported here") from None
-    if not callable(getattr(family, "sample", None)):
-        raise ValueError(f"{path} holds a {name}, which has no sample(); pass a checkpoint of a generative family")
+    if not callable(getattr(family, needs, None)):
+        what = "a generative family" if needs == "sample" else f"a module with {needs}()"
+        raise ValueError(f"{path} holds a {name}, which has no {needs}(); pass a checkpoint of {what}")
     return family
 
 
@@ -99,11 +101,10 @@ def write_npz(out: Path, samples: torch.Tensor, labels: torch.Tensor | None) -> 
             os.remove(tmp)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genlit sample", description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by genlit fit")
-    parser.add_argument("--num", type=int, required=True, help="number of samples")
-    parser.add_argument("--out", required=True, help="output .npz; a PNG grid is written beside it")
+def sampling_parser_arguments(parser: argparse.ArgumentParser, num_required: bool = True) -> None:
+    """The options of drawing samples from a checkpoint (shared by ``genlit sample`` and ``genlit evaluate``)."""
+    parser.add_argument("--num", type=int, required=num_required, default=None if num_required else 10_000,
+                        help="number of samples" + ("" if num_required else " (default 10000)"))  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--label", type=int, default=None, help="class of every sample (conditional models)")
@@ -114,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     diffusion.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0: deterministic, 1: DDPM-like)")
     diffusion.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
     diffusion.add_argument("--no-ema", action="store_true", help="sample the trained net, not its EMA")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genlit sample", description=__doc__.split("\n")[0])
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by genlit fit")
+    parser.add_argument("--out", required=True, help="output .npz; a PNG grid is written beside it")
+    sampling_parser_arguments(parser)
     return parser
 
 

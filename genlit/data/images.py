@@ -325,6 +325,18 @@ class ImageDataModule(L.LightningDataModule):
         train = TensorPairs(images[train_idx], labels[train_idx])
         return train, TensorPairs(images[val_idx], labels[val_idx])
 
+    def split_tensors(self, split: str) -> tuple[Tensor, Tensor]:
+        """The decoded uint8 images (N, C, H, W) and labels (N,) of ``train``, ``val`` or ``test``
+        (after ``setup``; e.g. the reference data of an evaluation)."""
+        data = {"train": self._train, "val": self._val, "test": self._test}
+        if split not in data:
+            raise ValueError(f"unknown split {split!r}; use train, val or test")
+        if data[split] is None:
+            stage = "test" if split == "test" else "fit"
+            raise ValueError(f"the {split} split is not loaded: call setup({stage!r}) first, or the dataset has none")
+        images, labels = data[split].tensors
+        return images, labels
+
     @property
     def held_out_classes(self) -> list[int]:
         """Classes left out of train and validation (they appear only in test: anomaly detection)."""

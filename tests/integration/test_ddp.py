@@ -66,3 +66,16 @@ def test_two_cpu_ranks_end_with_identical_generators(tmp_path, loss_args):
         for key, value in ranks[0][part].items():
             torch.testing.assert_close(value, ranks[1][part][key], rtol=0, atol=0, msg=f"{part}.{key} differs")
     assert any((tmp_path / "runs").rglob("last.ckpt"))
+
+
+def test_sample_quality_under_two_ranks_equals_one_process(tmp_path):
+    from tests.integration.ddp_quality_probe import features, quality
+
+    out = tmp_path / "ddp.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               str(REPO / "tests" / "integration" / "ddp_quality_probe.py"), str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, check=True, env=env, cwd=REPO, capture_output=True, timeout=300)
+    gathered = json.loads(out.read_text())
+    single = quality(*features(0))
+    assert gathered == pytest.approx(single, rel=1e-9, abs=1e-12)

@@ -1,0 +1,175 @@
+"""``genlit evaluate``: sample quality of a checkpoint or of any ``.npz`` of samples against reference data.
+
+    genlit evaluate --samples samples.npz --data /path/to/mnist --split test --extractor mnist_classifier.ckpt
+    genlit evaluate --ckpt runs/.../last.ckpt --num 10000 --data /path/to/mnist --extractor mnist_classifier.ckpt
+
+Prints a table and writes JSON (``--out``, default beside the input): FID, KID (mean and std), IS,
+precision and recall, class coverage, the label accuracy of conditional samples, and for VAE and
+diffusion checkpoints the test NLL in bits/dim; with the extractor's identity, the sample count and the
+reference split, so figures are only compared when they were measured alike. Reference features are
+cached per (dataset, split, image shape, extractor) in ``--cache-dir`` (default ``~/.cache/genlit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from genlit.data.images import ImageDataModule
+from genlit.imaging import to_uint8
+from genlit.metrics.features import FeatureExtractor, extract, make_extractor
+from genlit.metrics.fidelity import SampleQuality, class_statistics
+from genlit.sampling import diffusion_options, draw, load_family, sampling_parser_arguments
+
+DEFAULT_CACHE = Path(os.environ.get("GENLIT_CACHE_DIR", Path.home() / ".cache" / "genlit")) / "references"
+
+
+def load_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 images (N, C, H, W) and labels (N,) or None from an ``.npz`` with ``arr_0`` uint8 (N, H, W, C)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--samples {path}: no such file")
+    try:
+        arrays = np.load(path)
+        names = set(arrays.files)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"--samples {path} is not a readable .npz ({err})") from None
+    if "arr_0" not in names:
+        raise ValueError(f"--samples {path} has no arr_0 (it has {sorted(names)}); write images as arr_0")
+    images = arrays["arr_0"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"--samples {path}: arr_0 must be uint8 of shape (N, H, W, C) with C 1 or 3, "
+            f"got {images.dtype} {images.shape}"
+        )
+    if len(images) < 2:
+        raise ValueError(f"--samples {path} holds {len(images)} images; the metrics need at least 2")
+    labels = torch.from_numpy(arrays["arr_1"]).long() if "arr_1" in names else None
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def reference_features(
+    extractor: FeatureExtractor, data: ImageDataModule, split: str, cache_dir: Path
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """(features, logits, labels, key) of a reference split, cached on disk per (dataset, split, shape, extractor)."""
+    key = {
+        "dataset": data.hparams.dataset,
+        "split": split,
+        "data_shape": list(data.data_shape),
+        "extractor": extractor.identity,
+    }
+    path = cache_dir / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16] + ".pt")
+    if path.is_file():
+        cached = torch.load(path, weights_only=True)
+        if cached["key"] == key:
+            return cached["features"], cached["logits"], cached["labels"], key
+    data.prepare_data()
+    data.setup("test" if split == "test" else "fit")
+    images, labels = data.split_tensors(split)
+    features, logits = extract(extractor, images)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".pt", dir=cache_dir)
+    os.close(fd)
+    torch.save({"key": key, "features": features, "logits": logits, "labels": labels}, tmp)
+    os.replace(tmp, path)
+    return features, logits, labels, key
+
+
+def evaluate(
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    extractor: FeatureExtractor,
+    reference: tuple[torch.Tensor, torch.Tensor],
+    kid_subset_size: int = 1000,
+) -> dict[str, float]:
+    """Every sample-quality figure of uint8 images (N, C, H, W) (with requested labels, if conditional)."""
+    features, logits = extract(extractor, images)
+    quality = SampleQuality(extractor.num_features, extractor.num_classes, kid_subset_size=kid_subset_size)
+    quality.update_real(reference[0])
+    quality.update_fake(features, logits)
+    return quality.compute() | class_statistics(logits, labels)
+
+
+def test_nll(model: L.LightningModule, data: ImageDataModule) -> dict[str, float]:
+    """The family's own test NLL figures (``test/nll*``) on the reference test split, if it logs any."""
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="auto")
+    results = trainer.test(model, datamodule=data, verbose=False)
+    return {k.removeprefix("test/"): float(v) for k, v in (results[0] if results else {}).items() if "nll" in k}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genlit evaluate", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="a genlit checkpoint: samples are drawn from it")
+    source.add_argument("--samples", help=".npz with arr_0 uint8 (N, H, W, C) (and arr_1 labels)")
+    parser.add_argument("--data", required=True, help="reference dataset: Hub id or local path")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--extractor", required=True, help="'inception' or a genlit classifier checkpoint")
+    parser.add_argument("--inception-weights", default=None, help="local Inception-v3 weights (torch-fidelity)")
+    parser.add_argument("--kid-subset-size", type=int, default=1000)
+    parser.add_argument("--skip-nll", action="store_true", help="do not run the family's test NLL (--ckpt)")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="reference features cache")
+    parser.add_argument("--out", default=None, help="JSON results (default: beside the input)")
+    sampling_parser_arguments(parser, num_required=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``genlit evaluate``."""
+    args = _parser().parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    extractor = make_extractor(args.extractor, args.inception_weights).to(device)
+    model, images, labels = _samples(args, device)
+    c, h, _ = images.shape[1:]  # the reference is decoded at the samples' size and channels
+    data = ImageDataModule(args.data, image_size=h, channels=c, batch_size=args.batch_size)
+    real_features, real_logits, _, key = reference_features(extractor, data, args.split, Path(args.cache_dir))
+    metrics = evaluate(images, labels, extractor, (real_features, real_logits), args.kid_subset_size)
+    if model is not None and not args.skip_nll:
+        metrics |= test_nll(model, data)
+    record = {
+        "source": str(args.ckpt or args.samples),
+        "extractor": extractor.identity,
+        "num_samples": len(images),
+        "reference": {"dataset": key["dataset"], "split": args.split, "num_images": len(real_features)},
+        "metrics": metrics,
+    }
+    out = Path(args.out) if args.out else Path(args.ckpt or args.samples).with_suffix(".eval.json")
+    _write_json(out, record)
+    _print_table(record, out)
+
+
+def _samples(args: argparse.Namespace, device: str):
+    """(model or None, uint8 images (N, C, H, W), requested labels or None) from --ckpt or --samples."""
+    if not args.ckpt:
+        return None, *load_samples(args.samples)
+    model = load_family(args.ckpt, map_location=device).eval()
+    options = diffusion_options(args, model)
+    samples, labels = draw(model, args.num, args.batch_size, args.seed, args.label, **options)
+    if samples.dim() != 4:
+        raise ValueError(f"{args.ckpt} draws {tuple(samples.shape[1:])}-shaped samples; evaluate needs images")
+    return model, to_uint8(samples).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def _write_json(out: Path, record: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=out.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, out)
+
+
+def _print_table(record: dict, out: Path) -> None:
+    ref = record["reference"]
+    print(f"{record['source']}: {record['num_samples']} samples against {ref['dataset']} [{ref['split']}] "
+          f"({ref['num_images']} images), extractor {record['extractor']}")  # fmt: skip
+    for name, value in record["metrics"].items():
+        print(f"  {name:<18} {value:.4f}")
+    print(f"wrote {out}")
