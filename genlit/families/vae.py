@@ -154,7 +154,8 @@ class VAE(L.LightningModule):
         params = self.decoder(reparameterize(mu, logvar), self._labels(labels))  # (B, *data_shape)
         recon = -log_likelihood(self.hparams.likelihood, params, target, self.log_scale)  # (B,)
         kl = gaussian_kl(mu, logvar)  # (B,)
-        return {"recon": recon, "kl": kl, "kl_train": free_bits_kl(mu, logvar, self.hparams.free_bits)}
+        free_bits = self.hparams.free_bits
+        return {"recon": recon, "kl": kl, "kl_train": free_bits_kl(mu, logvar, free_bits) if free_bits > 0 else kl}
 
     def kl_weight(self, step: int | None = None) -> float:
         """beta, ramped up linearly over ``kl_warmup_steps`` optimizer steps (at ``step``, default now)."""
@@ -236,13 +237,8 @@ class VAE(L.LightningModule):
         return self.anomaly_score(x, y if self.conditional else None)
 
     def _summaries(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
-        neg_elbo = terms["recon"] + terms["kl"]  # (B,)
-        return {
-            "elbo": -neg_elbo.mean(),
-            "recon": terms["recon"].mean(),
-            "kl": terms["kl"].mean(),
-            "bits_per_dim": self._bits_per_dim(neg_elbo).mean(),
-        }
+        recon, kl = terms["recon"].mean(), terms["kl"].mean()  # bits/dim is affine: the mean's = the means'
+        return {"elbo": -(recon + kl), "recon": recon, "kl": kl, "bits_per_dim": self._bits_per_dim(recon + kl)}
 
     def _bits_per_dim(self, nats: Tensor) -> Tensor:
         return bits_per_dim(nats, self.num_dims, self.dequantization)
