@@ -15,7 +15,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from benchmarks.timing import BatchTimer, alternate, mnist_data, quiet_trainer, report_ratio, throughput_args
+from benchmarks.timing import BatchTimer, compare_with_plain_loop, quiet_trainer
 from genlit.data.images import ImageDataModule
 from genlit.families.vae import VAE
 from genlit.nets.conv_vae import ConvDecoder, ConvEncoder
@@ -62,13 +62,7 @@ def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bo
 
 def main() -> None:
     """Run both loops alternately and print steps/s and the ratio."""
-    args = throughput_args(__doc__, batch_size=128)
-    data, images = mnist_data(args.batch_size)
-    loops = {
-        "plain": lambda: plain_loop(images, args.steps, args.warmup, args.batch_size),
-        "genlit": lambda: genlit_loop(data, args.steps, args.warmup, not args.no_progress_bar),
-    }
-    report_ratio(alternate(loops, args.repeats), "genlit", "plain")
+    compare_with_plain_loop(__doc__, plain_loop, genlit_loop, batch_size=128)
 
 
 if __name__ == "__main__":
