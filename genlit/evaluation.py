@@ -125,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Run ``genlit evaluate``."""
     args = _parser().parse_args(argv)
+    if args.num < 2 or args.batch_size < 1 or args.kid_subset_size < 2:
+        raise ValueError("--num and --kid-subset-size must be >= 2 and --batch-size >= 1")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     extractor = make_extractor(args.extractor, args.inception_weights).to(device)
     model, images, labels = _samples(args, device)

@@ -94,6 +94,7 @@ def test_evaluate_a_vae_checkpoint_reports_its_nll(classifier_ckpt, mnist_dir, t
     [
         (["--extractor", "nowhere.ckpt"], "--extractor nowhere.ckpt: no such checkpoint"),
         (["--extractor", "inception"], "Inception-v3 features are not available on this machine"),
+        (["--extractor", "inception", "--kid-subset-size", "0"], "--num and --kid-subset-size must be >= 2"),
     ],
 )
 def test_unusable_extractors_are_clear_errors(mnist_dir, tmp_path, extra, message, capsys):
@@ -129,3 +130,11 @@ def test_sample_quality_monitor_without_an_evaluator_names_the_fix(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="train it first: genlit fit --config experiments/evaluators"):
         resolve_extractor(str(tmp_path))
+
+
+@pytest.mark.parametrize("options", [{"every_n_epochs": 0}, {"num_samples": 1}, {"batch_size": 0}])
+def test_sample_quality_monitor_rejects_bad_numbers(options):
+    from genlit.callbacks.sample_quality import SampleQualityMonitor
+
+    with pytest.raises(ValueError, match="SampleQualityMonitor needs every_n_epochs >= 1"):
+        SampleQualityMonitor("runs/evaluators/mnist_classifier", **options)

@@ -184,3 +184,19 @@ def test_stratified_estimate_of_a_sum_is_unbiased():
     generator = torch.Generator().manual_seed(0)
     draws = [sum(w * f(t) for t, w in zip(*stratified_timesteps(100, 4, generator), strict=True)) for _ in range(4000)]
     assert sum(draws) / len(draws) == pytest.approx(exact, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: LinearSchedule(1), "num_steps >= 2"),
+        (lambda: LinearSchedule(100, 0.02, 1e-4), "need 0 < beta_start <= beta_end < 1"),
+        (lambda: CosineSchedule(100, offset=0.0), "need offset > 0"),
+        (lambda: DDPMSampler(10, variance="large"), "unknown DDPM variance 'large'; use posterior or beta"),
+        (lambda: DDIMSampler(10, eta=-0.1), "DDIM eta must be >= 0"),
+        (lambda: DDIMSampler(0), "num_steps must be >= 1"),
+    ],
+)
+def test_bad_schedule_and_sampler_arguments_are_clear_errors(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

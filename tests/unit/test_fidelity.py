@@ -102,3 +102,17 @@ def test_samples_load_as_nchw_with_labels(tmp_path):
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="is not a readable .npz"):
         load_samples(tmp_path / "junk.npz")
+
+
+def test_bad_metric_arguments_are_clear_errors():
+    from genlit.metrics.binned import BinnedMean
+
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        PrecisionRecall(k=0)
+    with pytest.raises(ValueError, match="num_bins must be >= 1"):
+        BinnedMean(0)
+    metric = PrecisionRecall(k=3)
+    metric.update(torch.randn(3, 2), real=True)
+    metric.update(torch.randn(10, 2), real=False)
+    with pytest.raises(ValueError, match="needs more than 3 real and sample features"):
+        metric.compute()
