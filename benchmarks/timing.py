@@ -33,11 +33,11 @@ class BatchTimer(L.Callback):
         return steps / (self.end - self.start)
 
 
-def quiet_trainer(max_steps: int, timer: BatchTimer, progress_bar: bool) -> L.Trainer:
+def quiet_trainer(max_steps: int, timer: BatchTimer, progress_bar: bool, **trainer_args) -> L.Trainer:
     """A CPU Trainer without logger, checkpoints or validation, as a throughput comparison needs."""
     return L.Trainer(
         max_steps=max_steps, logger=False, enable_checkpointing=False, limit_val_batches=0, accelerator="cpu",
-        enable_model_summary=False, enable_progress_bar=progress_bar, callbacks=[timer],
+        enable_model_summary=False, enable_progress_bar=progress_bar, callbacks=[timer], **trainer_args,
     )  # fmt: skip
 
 

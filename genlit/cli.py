@@ -26,8 +26,10 @@ DEBUG_ENV = "GENLIT_DEBUG"
 class GenlitCLI(LightningCLI):
     """LightningCLI with data-to-model argument links and one directory per run.
 
-    Links (applied when the DataModule is instantiated): ``data.data_shape -> model.data_shape`` and
-    ``data.num_classes -> model.num_classes``, so image size, channels and classes live in one place.
+    Links (applied when the DataModule is instantiated): ``data.data_shape -> model.data_shape``,
+    ``data.num_classes -> model.num_classes``, ``data.vocab_size -> model.vocab_size`` and
+    ``data.block_size -> model.block_size``, so image size, channels, classes, vocabulary and context live in
+    one place. A link whose DataModule lacks the attribute is skipped.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
@@ -47,9 +49,11 @@ class GenlitCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
-        """Carry the data's shape and class count into the model."""
+        """Carry the data's shape, class count, vocabulary size and context length into the model."""
         parser.link_arguments("data.data_shape", "model.init_args.data_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.block_size", "model.init_args.block_size", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """Point the loggers and checkpoints of this run at its own directory; W&B offline by default."""

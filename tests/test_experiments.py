@@ -11,15 +11,19 @@ CONFIGS = sorted(EXPERIMENTS.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(EXPERIMENTS)) for c in CONFIGS])
-def test_config_instantiates(config, mnist_dir, tmp_path, monkeypatch):
+def test_config_instantiates(config, mnist_dir, tmp_path, monkeypatch):  # text configs read $GENLIT_DATA_DIR
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(config)]
     if "ImageDataModule" in config.read_text():
         args += ["--data.init_args.dataset", str(mnist_dir)]  # offline copy instead of the Hub id
     cli = GenlitCLI(args=args, run=False)
     assert isinstance(cli.model, torch.nn.Module)
-    assert tuple(cli.model.hparams.data_shape) == tuple(cli.datamodule.data_shape)
-    assert cli.model.hparams.num_classes == cli.datamodule.num_classes
+    if hasattr(cli.datamodule, "vocab_size"):  # text: vocabulary and context come from the DataModule
+        assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size
+        assert cli.model.hparams.block_size == cli.datamodule.block_size
+    else:
+        assert tuple(cli.model.hparams.data_shape) == tuple(cli.datamodule.data_shape)
+        assert cli.model.hparams.num_classes == cli.datamodule.num_classes
     timed = any(isinstance(c, Timer) for c in cli.trainer.callbacks)  # max_time
     assert cli.trainer.max_steps > 0 or cli.trainer.max_epochs or timed
 
@@ -29,4 +33,7 @@ def test_experiment_set_is_complete():
     assert {"toy_ring8", "toy_grid25", "dcgan_mnist", "wgan_gp_mnist", "sngan_hinge_mnist"} <= names
     assert {"ddpm_mnist", "ddpm_cosine_v_mnist", "cfg_mnist"} <= {
         c.stem for c in (EXPERIMENTS / "diffusion").glob("*.yaml")
+    }
+    assert {"gpt_shakespeare_char_cpu", "gpt_shakespeare_char", "gpt_shakespeare_bpe", "charrnn_shakespeare"} <= {
+        c.stem for c in (EXPERIMENTS / "autoregressive").glob("*.yaml")
     }

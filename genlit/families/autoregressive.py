@@ -1,0 +1,253 @@
+"""Autoregressive family: next-token language modelling with any sequence net passed in.
+
+Training minimises the cross-entropy of each next token (nats per token). Validation and test report
+``loss``, ``perplexity = exp(loss)`` and bits per unit of text: ``bits_per_char`` for a character tokenizer,
+``bits_per_byte`` for byte-level BPE (the total nats over the number of UTF-8 bytes the predicted tokens
+stand for, divided by ln 2), so models with different tokenizers compare on one scale.
+
+The tokenizer comes from the DataModule at ``setup`` and is stored in the checkpoint, so
+``genlit sample`` turns a prompt into text with the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from genlit.data.tokenizers import Tokenizer, tokenizer_from_json
+from genlit.families.step_logging import StepLogger
+from genlit.families.token_sampling import check_sampling_options, sample_next
+from genlit.optim import decay_groups
+
+LMNetFactory = Callable[[int, int], nn.Module]
+"""A net class taking ``(vocab_size, block_size)`` (e.g. ``genlit.nets.gpt.GPT``, ``genlit.nets.rnn.CharRNN``),
+with ``forward(idx, cache=None)`` -> logits (B, T, V), ``new_cache(batch_size)`` and ``context_size``."""
+
+TOKENIZER_KEY = "genlit_tokenizer"
+
+
+class AutoregressiveLM(L.LightningModule):
+    """Next-token language model with the net passed in.
+
+    Args:
+        net: factory called as ``net(vocab_size, block_size)``; YAML gives its other init_args.
+        vocab_size / block_size: linked from the DataModule by the CLI (tokenizer size, training context).
+        weight_decay: decoupled weight decay of weight matrices only; biases, norms and embeddings get none
+            (:func:`genlit.optim.decay_groups`). It overrides the optimizer's own ``weight_decay``.
+        optimizer: factory given the two param groups (default AdamW).
+        lr_scheduler: factory stepped every optimizer step, e.g. ``genlit.optim.WarmupCosineLR`` (warm-up then
+            cosine decay to a floor) or ``torch.optim.lr_scheduler.OneCycleLR``.
+        compile: run the training and evaluation forward through ``torch.compile`` (weights and checkpoints
+            are those of the plain net).
+    """
+
+    def __init__(
+        self,
+        net: LMNetFactory,
+        vocab_size: int = 0,
+        block_size: int = 256,
+        weight_decay: float = 0.1,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if vocab_size < 1 or block_size < 1:
+            raise ValueError(
+                f"vocab_size and block_size must be positive, got {vocab_size} and {block_size}; they come from "
+                "the DataModule (genlit.data.text.TextDataModule) or must be given"
+            )
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.save_hyperparameters()
+        self.net = net(vocab_size, block_size)
+        self.tokenizer: Tokenizer | None = None
+        self.val_loss, self.val_bits = MeanMetric(), MeanMetric()
+        self.test_loss, self.test_bits = MeanMetric(), MeanMetric()
+        self._factories = (optimizer, lr_scheduler)
+        # a tuple, so the (compiled) forward is not registered as a second copy of the net's weights
+        self._forward = (torch.compile(self.net) if compile else self.net,)
+        self._unit_lengths: Tensor | None = None
+        self._step_logger = StepLogger(self, "train", prog_bar=("loss",))
+
+    # ----------------------------------------------------------------------------------------- tokenizer
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Attach the tokenizer that maps text to this model's token ids (checked against ``vocab_size``)."""
+        if tokenizer.vocab_size != self.hparams.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {tokenizer.vocab_size} tokens but the model was built for "
+                f"{self.hparams.vocab_size}; use the DataModule (and tokenizer settings) the model was trained with"
+            )
+        self.tokenizer, self._unit_lengths = tokenizer, None
+
+    def setup(self, stage: str) -> None:
+        """Take the tokenizer of the trainer's DataModule, if it has one."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the tokenizer, so sampling needs no dataset."""
+        if self.tokenizer is not None:
+            checkpoint[TOKENIZER_KEY] = self.tokenizer.to_json()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the tokenizer stored by :meth:`on_save_checkpoint`."""
+        if TOKENIZER_KEY in checkpoint:
+            self.set_tokenizer(tokenizer_from_json(checkpoint[TOKENIZER_KEY]))
+
+    @property
+    def unit(self) -> str:
+        """What bits are counted per: ``char``, ``byte`` (the tokenizer's unit) or ``token`` (no tokenizer)."""
+        return self.tokenizer.unit if self.tokenizer is not None else "token"
+
+    # ------------------------------------------------------------------------------------------ training
+    def forward(self, idx: Tensor) -> Tensor:
+        """Next-token logits (B, T, V) of token ids idx (B, T)."""
+        return self._forward[0](idx)
+
+    def token_nll(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-token negative log-likelihood in nats (B, T) of targets y (B, T) given inputs x (B, T)."""
+        logits = self(x)  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none").view_as(y)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Mean next-token cross-entropy of a batch (x, y) of token ids (B, T) each."""
+        x, y = batch
+        logits = self(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        self._step_logger.record(loss=loss)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch means of the training metrics."""
+        self._step_logger.log_epoch_means()
+
+    # --------------------------------------------------------------------------------------- evaluation
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Accumulate the validation loss and bits per unit."""
+        self._evaluate(batch, self.val_loss, self.val_bits)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Accumulate the test loss and bits per unit."""
+        self._evaluate(batch, self.test_loss, self.test_bits)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/loss``, ``val/perplexity`` and ``val/bits_per_<unit>``."""
+        self._log_evaluation("val", self.val_loss, self.val_bits)
+
+    def on_test_epoch_end(self) -> None:
+        """Log ``test/loss``, ``test/perplexity`` and ``test/bits_per_<unit>``."""
+        self._log_evaluation("test", self.test_loss, self.test_bits)
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], loss: MeanMetric, bits: MeanMetric) -> None:
+        x, y = batch
+        nll = self.token_nll(x, y)  # (B, T)
+        units = self._units_of(y)  # (B, T)
+        loss.update(nll.mean(), weight=nll.numel())
+        total_units = units.sum()
+        bits.update(nll.sum() / math.log(2) / total_units, weight=total_units)
+
+    def _units_of(self, tokens: Tensor) -> Tensor:
+        """How many units of text (chars or bytes; 1 without a tokenizer) each token stands for."""
+        if self.tokenizer is None:
+            return torch.ones_like(tokens, dtype=torch.float32)
+        if self._unit_lengths is None or self._unit_lengths.device != tokens.device:
+            lengths = torch.tensor(self.tokenizer.unit_lengths(), dtype=torch.float32)
+            self._unit_lengths = lengths.to(tokens.device)
+        return self._unit_lengths[tokens]  # (B, T)
+
+    def _log_evaluation(self, stage: str, loss: MeanMetric, bits: MeanMetric) -> None:
+        if loss.update_count == 0:
+            return
+        mean = loss.compute()
+        self.log(f"{stage}/loss", mean, prog_bar=stage == "val")
+        self.log(f"{stage}/perplexity", mean.exp())
+        self.log(f"{stage}/bits_per_{self.unit}", bits.compute(), prog_bar=stage == "val")
+        loss.reset()
+        bits.reset()
+
+    # ---------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        on_tokens: Callable[[Tensor], None] | None = None,
+    ) -> Tensor:
+        """Continue token ids ``prompt`` (B, T0) by ``max_new_tokens`` sampled tokens: (B, T0 + max_new_tokens).
+
+        Uses the net's cache (keys and values of a transformer, the hidden state of an RNN), so each new token
+        costs one position. A transformer conditions on at most its last ``context_size`` tokens, as a full
+        recomputation over the cropped sequence would: once the context is full, each step re-reads it.
+        ``on_tokens`` is called with each new column of tokens (B,), for streaming.
+        """
+        check_sampling_options(temperature, top_k, top_p)
+        was_training = self.net.training
+        self.net.eval()
+        context = getattr(self.net, "context_size", None)
+        seq = prompt.to(self.device) if context is None else prompt[:, -context:].to(self.device)  # (B, T0')
+        cache = self.net.new_cache(seq.size(0))
+        logits = self.net(seq, cache)[:, -1]  # (B, V)
+        new = []
+        for _ in range(max_new_tokens):
+            token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            new.append(token)
+            if on_tokens is not None:
+                on_tokens(token)
+            if context is not None and cache.length >= context:  # full: re-read the last `context` tokens
+                cache.reset()
+                window = torch.cat([seq, torch.stack(new, 1)], 1)[:, -context:]  # (B, context)
+                logits = self.net(window, cache)[:, -1]
+            else:
+                logits = self.net(token[:, None], cache)[:, -1]  # (B, V)
+        self.net.train(was_training)
+        return torch.cat([prompt.to(self.device), *[t[:, None] for t in new]], 1)
+
+    def encode_prompt(self, prompt: str) -> Tensor:
+        """Token ids (1, T) of a text prompt (a clear error for text the tokenizer cannot encode)."""
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer; train it with a genlit TextDataModule")
+        ids = self.tokenizer.encode(prompt)
+        if not ids:
+            raise ValueError("the prompt is empty; give at least one character (e.g. a newline)")
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num: int,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        prompt: str = "\n",
+        max_new_tokens: int = 256,
+        **options,
+    ) -> list[str]:
+        """``num`` texts continuing ``prompt`` (the prompt included); ``options`` as for :meth:`generate`."""
+        if labels is not None:
+            raise ValueError("language models are not class-conditional; drop the labels")
+        ids = self.encode_prompt(prompt).expand(num, -1)  # (num, T0)
+        out = self.generate(ids, max_new_tokens, generator=generator, **options)  # (num, T0 + new)
+        return [self.tokenizer.decode(row.tolist()) for row in out]
+
+    # -------------------------------------------------------------------------------------- optimization
+    def configure_optimizers(self):
+        """The optimizer over decay / no-decay groups and, when given, its scheduler stepped every step."""
+        optimizer_factory, scheduler_factory = self._factories
+        optimizer = optimizer_factory(decay_groups(self.net, self.hparams.weight_decay))
+        if scheduler_factory is None:
+            return optimizer
+        scheduler = {"scheduler": scheduler_factory(optimizer), "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
