@@ -48,24 +48,30 @@ class TokenBlocks(Dataset):
     """(x, y) pairs of a 1-D token corpus: x = corpus[s : s + T], y = corpus[s + 1 : s + T + 1].
 
     Block ``i`` starts at ``s = i * stride``: stride 1 gives every start offset (training), stride T fixed,
-    non-overlapping blocks (validation). A whole batch is gathered with one indexing op (``__getitems__``).
+    non-overlapping blocks (validation). ``scatter_seed`` serves the blocks in a fixed pseudo-random order, so
+    the first few batches (Lightning's ``limit_val_batches``) sample the whole split, not only its beginning.
+    A whole batch is gathered with one indexing op (``__getitems__``).
     """
 
-    def __init__(self, corpus: Tensor, block_size: int, stride: int = 1) -> None:
+    def __init__(self, corpus: Tensor, block_size: int, stride: int = 1, scatter_seed: int | None = None) -> None:
         self.corpus, self.block_size, self.stride = corpus, block_size, stride
         self._offsets = torch.arange(block_size + 1)  # (T + 1,)
+        self._order = None
+        if scatter_seed is not None:
+            self._order = torch.randperm(len(self), generator=torch.Generator().manual_seed(scatter_seed))  # (N,)
 
     def __len__(self) -> int:
         return max(0, (len(self.corpus) - self.block_size - 1) // self.stride + 1)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        start = i * self.stride
-        chunk = self.corpus[start : start + self.block_size + 1]  # (T + 1,)
-        return chunk[:-1], chunk[1:]  # (T,), (T,)
+        x, y = self.__getitems__([i])
+        return x[0], y[0]  # (T,), (T,)
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        starts = torch.as_tensor(indices, dtype=torch.long) * self.stride  # (B,)
-        index = starts[:, None] + self._offsets  # (B, T + 1)
+        blocks = torch.as_tensor(indices, dtype=torch.long)  # (B,)
+        if self._order is not None:
+            blocks = self._order[blocks]
+        index = (blocks * self.stride)[:, None] + self._offsets  # (B, T + 1)
         return self.corpus[index[:, :-1]], self.corpus[index[:, 1:]]  # (B, T), (B, T)
 
 
@@ -234,16 +240,17 @@ class TextDataModule(L.LightningDataModule):
         return self._loader("train", stride=1, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Fixed, non-overlapping validation blocks in order."""
+        """Fixed, non-overlapping validation blocks, served in a fixed scattered order (see :class:`TokenBlocks`)."""
         return self._loader("val", stride=self.hparams.block_size)
 
     def test_dataloader(self) -> DataLoader:
-        """Fixed, non-overlapping test blocks in order."""
+        """Fixed, non-overlapping test blocks, served in a fixed scattered order."""
         return self._loader("test", stride=self.hparams.block_size)
 
     def _loader(self, split: str, stride: int, train: bool = False) -> DataLoader:
         self._check_length(split)
-        blocks = TokenBlocks(self._corpora[split], self.hparams.block_size, stride)
+        seed = None if train else 0
+        blocks = TokenBlocks(self._corpora[split], self.hparams.block_size, stride, scatter_seed=seed)
         if train and len(blocks) < self.hparams.batch_size:
             raise ValueError(
                 f"the train split has {len(blocks)} blocks, fewer than batch_size {self.hparams.batch_size}; "

@@ -144,8 +144,13 @@ def test_validation_blocks_fixed_and_non_overlapping(tmp_path):
     xs = torch.cat([x for x, _ in batches])  # (num_blocks, T)
     ys = torch.cat([y for _, y in batches])
     assert len(xs) == (len(val) - 1) // 16
-    for i in range(len(xs)):
-        assert torch.equal(xs[i], val[16 * i : 16 * i + 16]) and torch.equal(ys[i], val[16 * i + 1 : 16 * i + 17])
+    starts = []
+    for i in range(len(xs)):  # every block is one of the non-overlapping ones, each exactly once
+        (match,) = [s for s in range(0, len(val) - 16, 16) if torch.equal(xs[i], val[s : s + 16])]
+        assert torch.equal(ys[i], val[match + 1 : match + 17])
+        starts.append(match)
+    assert sorted(starts) == list(range(0, 16 * len(xs), 16))
+    assert starts != sorted(starts)  # scattered: the first batches sample the whole split
     again = torch.cat([x for x, _ in dm.val_dataloader()])
     assert torch.equal(xs, again)
     dm.setup("test")
