@@ -8,6 +8,12 @@ precision and recall, class coverage, the label accuracy of conditional samples,
 diffusion checkpoints the test NLL in bits/dim; with the extractor's identity, the sample count and the
 reference split, so figures are only compared when they were measured alike. Reference features are
 cached per (dataset, split, image shape, extractor) in ``--cache-dir`` (default ``~/.cache/genlit``).
+
+For a language-model checkpoint ``--data`` is a text source (as ``TextDataModule``'s) and the figures are
+the split's loss, perplexity and bits per character (or byte), over non-overlapping blocks of the model's
+context, encoded with the checkpoint's own tokenizer:
+
+    genlit evaluate --ckpt runs/autoregressive/.../last.ckpt --data $GENLIT_DATA_DIR/tinyshakespeare/input.txt
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import numpy as np
 import torch
 
 from genlit.data.images import ImageDataModule
+from genlit.data.text import TextDataModule, TokenBlocks
+from genlit.families.autoregressive import AutoregressiveLM
 from genlit.imaging import to_uint8
 from genlit.metrics.features import FeatureExtractor, extract, make_extractor
 from genlit.metrics.fidelity import SampleQuality, class_statistics
@@ -110,9 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="a genlit checkpoint: samples are drawn from it")
     source.add_argument("--samples", help=".npz with arr_0 uint8 (N, H, W, C) (and arr_1 labels)")
-    parser.add_argument("--data", required=True, help="reference dataset: Hub id or local path")
+    parser.add_argument("--data", required=True, help="reference dataset (Hub id or local path); text for LMs")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
-    parser.add_argument("--extractor", required=True, help="'inception' or a genlit classifier checkpoint")
+    parser.add_argument("--extractor", default=None, help="'inception' or a genlit classifier checkpoint (images)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="text: held-out share, as in training")
     parser.add_argument("--inception-weights", default=None, help="local Inception-v3 weights (torch-fidelity)")
     parser.add_argument("--kid-subset-size", type=int, default=1000)
     parser.add_argument("--skip-nll", action="store_true", help="do not run the family's test NLL (--ckpt)")
@@ -128,8 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.num < 2 or args.batch_size < 1 or args.kid_subset_size < 2:
         raise ValueError("--num and --kid-subset-size must be >= 2 and --batch-size >= 1")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model = load_family(args.ckpt, map_location=device).eval() if args.ckpt else None
+    if isinstance(model, AutoregressiveLM):
+        return _report(args, _language_model_record(args, model))
+    if args.extractor is None:
+        raise ValueError("--extractor is required for images: 'inception' or a genlit classifier checkpoint")
     extractor = make_extractor(args.extractor, args.inception_weights).to(device)
-    model, images, labels = _samples(args, device)
+    images, labels = _samples(args, model)
     c, h, _ = images.shape[1:]  # the reference is decoded at the samples' size and channels
     data = ImageDataModule(args.data, image_size=h, channels=c, batch_size=args.batch_size)
     real_features, real_logits, _, key = reference_features(extractor, data, args.split, Path(args.cache_dir))
@@ -143,21 +157,62 @@ def main(argv: list[str] | None = None) -> None:
         "reference": {"dataset": key["dataset"], "split": args.split, "num_images": len(real_features)},
         "metrics": metrics,
     }
+    _report(args, record)
+
+
+def _report(args: argparse.Namespace, record: dict) -> None:
     out = Path(args.out) if args.out else Path(args.ckpt or args.samples).with_suffix(".eval.json")
     _write_json(out, record)
     _print_table(record, out)
 
 
-def _samples(args: argparse.Namespace, device: str):
-    """(model or None, uint8 images (N, C, H, W), requested labels or None) from --ckpt or --samples."""
-    if not args.ckpt:
-        return None, *load_samples(args.samples)
-    model = load_family(args.ckpt, map_location=device).eval()
+def _samples(args: argparse.Namespace, model: L.LightningModule | None):
+    """(uint8 images (N, C, H, W), requested labels or None) drawn from ``model``, or read from --samples."""
+    if model is None:
+        return load_samples(args.samples)
     options = diffusion_options(args, model)
     samples, labels = draw(model, args.num, args.batch_size, args.seed, args.label, **options)
     if samples.dim() != 4:
         raise ValueError(f"{args.ckpt} draws {tuple(samples.shape[1:])}-shaped samples; evaluate needs images")
-    return model, to_uint8(samples).permute(0, 3, 1, 2).contiguous(), labels
+    return to_uint8(samples).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def _language_model_record(args: argparse.Namespace, model: AutoregressiveLM) -> dict:
+    """Loss, perplexity and bits per unit of a text split under a language model (and what was measured)."""
+    if model.tokenizer is None:
+        raise ValueError(f"{args.ckpt} stores no tokenizer; it was not trained with a genlit TextDataModule")
+    block = model.hparams.block_size
+    data = TextDataModule(args.data, block_size=block, val_fraction=args.val_fraction)
+    tokens = torch.tensor(model.tokenizer.encode(data.split_text(args.split)), dtype=torch.long)  # (N,)
+    if len(tokens) <= block:
+        raise ValueError(f"the {args.split} split has {len(tokens)} tokens, fewer than one block of {block + 1}")
+    blocks = TokenBlocks(tokens, block, stride=block)
+    metrics = language_model_metrics(model, blocks, args.batch_size)
+    return {
+        "source": str(args.ckpt),
+        "tokenizer": f"{type(model.tokenizer).__name__} ({model.tokenizer.vocab_size} tokens)",
+        "num_samples": len(blocks),
+        "reference": {"dataset": args.data, "split": args.split, "num_tokens": len(blocks) * block},
+        "metrics": metrics,
+    }
+
+
+@torch.no_grad()
+def language_model_metrics(model: AutoregressiveLM, blocks: TokenBlocks, batch_size: int) -> dict[str, float]:
+    """``loss`` (nats per token), ``perplexity`` and ``bits_per_<unit>`` of every block of ``blocks``."""
+    total_nats, total_tokens, total_units = 0.0, 0, 0.0
+    for start in range(0, len(blocks), batch_size):
+        x, y = blocks.__getitems__(list(range(start, min(start + batch_size, len(blocks)))))  # (B, T) each
+        x, y = x.to(model.device), y.to(model.device)
+        total_nats += model.token_nll(x, y).sum().item()
+        total_tokens += y.numel()
+        total_units += model.units_of(y).sum().item()
+    loss = total_nats / total_tokens
+    return {
+        "loss": loss,
+        "perplexity": float(np.exp(loss)),
+        f"bits_per_{model.unit}": total_nats / np.log(2) / total_units,
+    }
 
 
 def _write_json(out: Path, record: dict) -> None:
@@ -170,8 +225,12 @@ def _write_json(out: Path, record: dict) -> None:
 
 def _print_table(record: dict, out: Path) -> None:
     ref = record["reference"]
-    print(f"{record['source']}: {record['num_samples']} samples against {ref['dataset']} [{ref['split']}] "
-          f"({ref['num_images']} images), extractor {record['extractor']}")  # fmt: skip
+    if "tokenizer" in record:
+        print(f"{record['source']}: {ref['num_tokens']} tokens ({record['num_samples']} blocks) of {ref['dataset']} "
+              f"[{ref['split']}], tokenizer {record['tokenizer']}")  # fmt: skip
+    else:
+        print(f"{record['source']}: {record['num_samples']} samples against {ref['dataset']} [{ref['split']}] "
+              f"({ref['num_images']} images), extractor {record['extractor']}")  # fmt: skip
     for name, value in record["metrics"].items():
         print(f"  {name:<18} {value:.4f}")
     print(f"wrote {out}")

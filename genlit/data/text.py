@@ -271,6 +271,12 @@ class TextDataModule(L.LightningDataModule):
                 f"{need}); lower --data.block_size or give more text"
             )
 
+    def split_text(self, split: str) -> str:
+        """The raw text of ``train``, ``val`` or ``test`` (read from the source; no tokenizer involved)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; use train, val or test")
+        return self._split_texts()[split]
+
     # ------------------------------------------------------------------------------------------ source
     def _split_texts(self) -> dict[str, str]:
         """The text of each split (``test`` may be the ``val`` object itself), read once."""

@@ -151,12 +151,12 @@ class AutoregressiveLM(L.LightningModule):
     def _evaluate(self, batch: tuple[Tensor, Tensor], loss: MeanMetric, bits: MeanMetric) -> None:
         x, y = batch
         nll = self.token_nll(x, y)  # (B, T)
-        units = self._units_of(y)  # (B, T)
+        units = self.units_of(y)  # (B, T)
         loss.update(nll.mean(), weight=nll.numel())
         total_units = units.sum()
         bits.update(nll.sum() / math.log(2) / total_units, weight=total_units)
 
-    def _units_of(self, tokens: Tensor) -> Tensor:
+    def units_of(self, tokens: Tensor) -> Tensor:
         """How many units of text (chars or bytes; 1 without a tokenizer) each token stands for."""
         if self.tokenizer is None:
             return torch.ones_like(tokens, dtype=torch.float32)

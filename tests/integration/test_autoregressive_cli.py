@@ -1,5 +1,8 @@
 """The autoregressive family end to end through ``genlit``: fit, test, sample text, and its clear errors."""
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -103,3 +106,15 @@ def test_rnn_and_bpe_recipes_fit_a_few_steps(config, tmp_path, data_dir):
     run = fit(config, tmp_path, *overrides)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4 and "genlit_tokenizer" in ckpt
+
+
+def test_evaluate_reports_perplexity_and_bits_per_char(gpt_ckpt, data_dir, tmp_path, capsys):
+    out = tmp_path / "lm.eval.json"
+    text = str(data_dir / "tinyshakespeare" / "input.txt")
+    main(["evaluate", "--ckpt", str(gpt_ckpt), "--data", text, "--split", "test", "--out", str(out)])
+    record = json.loads(out.read_text())
+    metrics = record["metrics"]
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
+    assert metrics["bits_per_char"] == pytest.approx(metrics["loss"] / math.log(2))  # one char per token
+    assert record["reference"]["num_tokens"] == (111_540 - 1) // 64 * 64  # every block of the 10% held out
+    assert "bits_per_char" in capsys.readouterr().out
