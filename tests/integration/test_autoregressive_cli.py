@@ -31,6 +31,12 @@ def test_fit_links_vocabulary_and_context_and_stores_the_tokenizer(gpt_ckpt):
     assert hparams["vocab_size"] == 65 and hparams["block_size"] == 64  # linked from the DataModule
 
 
+def test_fit_writes_text_samples(gpt_run):
+    (path,) = (gpt_run / "samples").glob("step_*.txt")  # at the end of training (the period is 1000 steps)
+    text = path.read_text(encoding="utf-8")
+    assert text.count("--- sample") == 2 and text.count("ROMEO:") >= 2
+
+
 def test_test_reports_loss_perplexity_and_bits_per_char(gpt_run, gpt_ckpt, tmp_path, capsys):
     args = ["test", "--config", str(gpt_run / "config.yaml"), "--trainer.default_root_dir", str(tmp_path)]
     args += ["--ckpt_path", str(gpt_ckpt), "--trainer.limit_test_batches", "2", "--trainer.logger", "false"]
