@@ -11,6 +11,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
+from genlit.callbacks.progress import ThrottledProgressBar
 from genlit.data.images import ImageDataModule
 
 
@@ -34,10 +35,12 @@ class BatchTimer(L.Callback):
 
 
 def quiet_trainer(max_steps: int, timer: BatchTimer, progress_bar: bool, **trainer_args) -> L.Trainer:
-    """A CPU Trainer without logger, checkpoints or validation, as a throughput comparison needs."""
+    """A CPU Trainer without logger, checkpoints or validation, as a throughput comparison needs; with a
+    progress bar, genlit's default one (what ``genlit fit`` shows)."""
+    callbacks = [timer, ThrottledProgressBar()] if progress_bar else [timer]
     return L.Trainer(
         max_steps=max_steps, logger=False, enable_checkpointing=False, limit_val_batches=0, accelerator="cpu",
-        enable_model_summary=False, enable_progress_bar=progress_bar, callbacks=[timer], **trainer_args,
+        enable_model_summary=False, enable_progress_bar=progress_bar, callbacks=callbacks, **trainer_args,
     )  # fmt: skip
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import lightning as L
 from jsonargparse import ArgumentError
+from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from lightning.pytorch.cli import LightningCLI
 
+from genlit.callbacks.progress import ThrottledProgressBar
 from genlit.cli_errors import USER_ERRORS, error_line
 
 EXTRA_COMMANDS = {"sample": "genlit.sampling:main", "evaluate": "genlit.evaluation:main"}
@@ -56,9 +58,13 @@ class GenlitCLI(LightningCLI):
         parser.link_arguments("data.block_size", "model.init_args.block_size", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """Point the loggers and checkpoints of this run at its own directory; W&B offline by default."""
+        """Point the loggers and checkpoints of this run at its own directory; W&B offline by default; the
+        progress bar is :class:`~genlit.callbacks.progress.ThrottledProgressBar` unless the config names one."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._config_as_given = deepcopy(config)
+        names_a_bar = any(c.class_path.endswith("ProgressBar") for c in _as_list(config.trainer.callbacks))
+        if config.trainer.enable_progress_bar is not False and not names_a_bar and _RICH_AVAILABLE:
+            self.trainer_defaults = {**self.trainer_defaults, "callbacks": [ThrottledProgressBar()]}
         run_dir = _run_dir(config.trainer.default_root_dir)
         config.trainer.default_root_dir = str(run_dir)
         for logger in _as_list(config.trainer.logger):
