@@ -25,21 +25,24 @@ _OFFLINE_FLAGS = (
 _ENV_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
-def resolve_dataset(dataset: str) -> str:
-    """Expand ``~`` and ``$VARS`` in ``dataset``; check local paths exist; return the path or Hub id."""
+def resolve_dataset(dataset: str, option: str = "--data.dataset") -> str:
+    """Expand ``~`` and ``$VARS`` in ``dataset``; check local paths exist; return the path or Hub id.
+
+    ``option`` is the command-line option the errors tell the user to fix.
+    """
     expanded = os.path.expandvars(os.path.expanduser(dataset))
     unset = _ENV_VAR.search(expanded)
     if unset:
         name = unset.group(1)
         raise ValueError(
-            f"environment variable ${name} in --data.dataset {dataset!r} is not set; "
+            f"environment variable ${name} in {option} {dataset!r} is not set; "
             f"export {name}=/path/to/data or pass a full path"
         )
     if os.path.exists(expanded) or not (_looks_local(dataset) or _looks_local(expanded)):
         return expanded
     origin = f" (from {dataset!r})" if expanded != dataset else ""
     raise FileNotFoundError(
-        f"dataset path {expanded!r}{origin} does not exist; point --data.dataset at an existing directory "
+        f"dataset path {expanded!r}{origin} does not exist; point {option} at an existing directory "
         "or .parquet/.arrow file, or give a Hugging Face Hub id such as 'ylecun/mnist'"
     )
 
@@ -55,8 +58,9 @@ def _looks_local(path: str) -> bool:
     )
 
 
-def load_raw_dataset(path: str, cache_dir: str | None = None) -> datasets.DatasetDict:
-    """Load an already resolved dataset (see :func:`resolve_dataset`) as a ``DatasetDict``, undecoded."""
+def load_raw_dataset(path: str, cache_dir: str | None = None, option: str = "--data.dataset") -> datasets.DatasetDict:
+    """Load an already resolved dataset (see :func:`resolve_dataset`) as a ``DatasetDict``, undecoded;
+    ``option`` is the command-line option the errors name."""
     if os.path.isfile(path):
         builder = _FILE_BUILDERS.get(Path(path).suffix)
         if builder is None:
@@ -64,17 +68,17 @@ def load_raw_dataset(path: str, cache_dir: str | None = None) -> datasets.Datase
         return datasets.load_dataset(builder, data_files=path, cache_dir=cache_dir)
     if os.path.isdir(path):
         return datasets.load_dataset(path, cache_dir=cache_dir)
-    return _load_from_hub(path, cache_dir)
+    return _load_from_hub(path, cache_dir, option)
 
 
-def _load_from_hub(repo_id: str, cache_dir: str | None) -> datasets.DatasetDict:
+def _load_from_hub(repo_id: str, cache_dir: str | None, option: str) -> datasets.DatasetDict:
     """Load a Hub dataset: the cached copy without network if there is one, else download it."""
     offline = any(getattr(m, n, False) for m, n in _OFFLINE_FLAGS[:2])
     hint = " (HF_HUB_OFFLINE is set)" if offline else " (no network?)"
     message = (
         f"could not load {repo_id!r} from the Hugging Face Hub{hint} and it is not a local path either; "
         "download it once on a machine with internet (it is then cached) or pass "
-        "--data.dataset /path/to/local/copy"
+        f"{option} /path/to/local/copy"
     )
     if not offline:
         try:

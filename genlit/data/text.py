@@ -34,6 +34,7 @@ from genlit.data.hub import load_raw_dataset, resolve_dataset
 from genlit.data.tensors import tensor_loader
 from genlit.data.tokenizers import BPETokenizer, Tokenizer, TokenizerName, build_tokenizer, tokenizer_from_json
 
+SOURCE_OPTION = "--data.source"
 _CACHE_VERSION = 1  # part of the cache key: bump when the cached format or the splitting changes
 _DEFAULT_CACHE = "~/.cache/genlit/text"
 _DATASET_SUFFIXES = (".parquet", ".arrow")  # single files read as datasets (with a text column)
@@ -75,17 +76,10 @@ class TokenBlocks(Dataset):
         return self.corpus[index[:, :-1]], self.corpus[index[:, 1:]]  # (B, T), (B, T)
 
 
-def _source_error(err: Exception) -> str:
-    """An error message of :mod:`genlit.data.hub` with its option renamed to this module's ``--data.source``."""
-    return str(err).replace("--data.dataset", "--data.source")
-
-
 def _resolve_source(source: str, file_only: bool) -> str:
     """Expand ``~`` and ``$VARS`` in ``source``; return the local path or Hub id; a missing file is an error."""
     try:
-        path = resolve_dataset(source)
-    except ValueError as err:  # an unset $VAR
-        raise ValueError(_source_error(err)) from None
+        path = resolve_dataset(source, option=SOURCE_OPTION)
     except FileNotFoundError:
         path = None  # a path that can only be local, and is missing
     if path is not None and (os.path.exists(path) or not (file_only or Path(path).suffix in _TEXT_SUFFIXES)):
@@ -146,7 +140,8 @@ class TextDataModule(L.LightningDataModule):
     ``prepare_data`` also encodes the splits into the cache; ``setup`` loads them into memory.
     Batches are tuples ``(x, y)`` of int64 (B, block_size) with ``y`` = ``x`` shifted by one token. The
     training loader draws blocks at random start offsets (every offset is one item); validation and test
-    use fixed, non-overlapping blocks at offsets 0, T, 2T, ... in order.
+    use the fixed, non-overlapping blocks at offsets 0, T, 2T, ..., served in a fixed scattered order so that
+    ``limit_val_batches`` samples the whole split.
     """
 
     def __init__(
@@ -300,10 +295,7 @@ class TextDataModule(L.LightningDataModule):
 
     def _dataset_texts(self, path: str) -> dict[str, str]:
         """Split texts of a Hugging Face dataset: its own validation/test splits if any, else carved from train."""
-        try:
-            raw = load_raw_dataset(path)
-        except ConnectionError as err:
-            raise ConnectionError(_source_error(err)) from None
+        raw = load_raw_dataset(path, option=SOURCE_OPTION)
         if "train" not in raw:
             raise ValueError(f"{self.hparams.source!r} has no train split (splits: {', '.join(raw)})")
         val = next((name for name in _VALIDATION_NAMES if name in raw), None)

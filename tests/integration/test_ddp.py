@@ -79,3 +79,24 @@ def test_sample_quality_under_two_ranks_equals_one_process(tmp_path):
     gathered = json.loads(out.read_text())
     single = quality(*features(0))
     assert gathered == pytest.approx(single, rel=1e-9, abs=1e-12)
+
+
+def test_language_model_under_two_cpu_ranks(tmp_path, data_dir):
+    """Both ranks build or load one tokenizer, end with identical weights and report the same synced val metrics."""
+    probe = {"class_path": "tests.integration.ddp_probe.SaveNetWeights", "init_args": {"dirpath": str(tmp_path)}}
+    command = [sys.executable, "-m", "genlit.cli", "fit", "--config",
+               str(EXPERIMENTS / "autoregressive" / "gpt_shakespeare_char_cpu.yaml"),
+               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+               "--trainer.max_steps", "6", "--trainer.val_check_interval", "6", "--trainer.limit_val_batches", "3",
+               "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+               "--trainer.default_root_dir", str(tmp_path / "runs"), "--data.init_args.cache_dir", str(tmp_path / "c"),
+               f"--trainer.callbacks+={json.dumps(probe)}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("GENLIT_RUN_DIR", None)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["world_size"] == 2 and ranks[0]["tokenizer"] == ranks[1]["tokenizer"]
+    for key, value in ranks[0]["net"].items():
+        torch.testing.assert_close(value, ranks[1]["net"][key], rtol=0, atol=0, msg=f"net.{key} differs")
+    assert ranks[0]["metrics"] == ranks[1]["metrics"] and "val/bits_per_char" in ranks[0]["metrics"]
