@@ -7,6 +7,7 @@ takes, and :class:`WarmupCosineLR` is an ``LRScheduler`` a YAML file can name as
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from torch import nn
 from torch.optim import Optimizer
@@ -31,6 +32,14 @@ def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     decay = [p for p in module.parameters() if id(p) not in no_decay and p.requires_grad]
     rest = [p for p in no_decay.values() if p.requires_grad]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def stepped_every_step(optimizer: Optimizer, scheduler_factory: Callable[[Optimizer], LRScheduler] | None):
+    """What ``configure_optimizers`` returns for ``optimizer`` and, when given, a scheduler built by
+    ``scheduler_factory`` that Lightning steps after every optimizer step (not every epoch)."""
+    if scheduler_factory is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler_factory(optimizer), "interval": "step"}}
 
 
 class WarmupCosineLR(LRScheduler):

@@ -24,7 +24,7 @@ from torchmetrics import MeanMetric
 from genlit.data.tokenizers import Tokenizer, tokenizer_from_json
 from genlit.families.step_logging import StepLogger
 from genlit.families.token_sampling import check_sampling_options, sample_next
-from genlit.optim import decay_groups
+from genlit.optim import decay_groups, stepped_every_step
 
 LMNetFactory = Callable[[int, int], nn.Module]
 """A net class taking ``(vocab_size, block_size)`` (e.g. ``genlit.nets.gpt.GPT``, ``genlit.nets.rnn.CharRNN``),
@@ -246,8 +246,5 @@ class AutoregressiveLM(L.LightningModule):
     def configure_optimizers(self):
         """The optimizer over decay / no-decay groups and, when given, its scheduler stepped every step."""
         optimizer_factory, scheduler_factory = self._factories
-        optimizer = optimizer_factory(decay_groups(self.net, self.hparams.weight_decay))
-        if scheduler_factory is None:
-            return optimizer
-        scheduler = {"scheduler": scheduler_factory(optimizer), "interval": "step"}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        groups = decay_groups(self.net, self.hparams.weight_decay)
+        return stepped_every_step(optimizer_factory(groups), scheduler_factory)

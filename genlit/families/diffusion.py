@@ -33,6 +33,7 @@ from genlit.families.ema import make_ema
 from genlit.families.step_logging import StepLogger
 from genlit.metrics.binned import BinnedMean
 from genlit.objectives.elbo import bits_per_dim
+from genlit.optim import stepped_every_step
 
 NetFactory = Callable[[tuple[int, ...], int], nn.Module]
 """A net class taking ``(data_shape, num_classes)``; ``net(x_t, t, y)`` returns a tensor shaped like x_t."""
@@ -257,10 +258,7 @@ class Diffusion(L.LightningModule):
     def configure_optimizers(self):
         """The optimizer for the net and, when given, its scheduler stepped every optimizer step."""
         optimizer_factory, scheduler_factory = self._factories
-        optimizer = optimizer_factory(self.net.parameters())
-        if scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler_factory(optimizer), "interval": "step"}}
+        return stepped_every_step(optimizer_factory(self.net.parameters()), scheduler_factory)
 
 
 def _check_options(conditional, num_classes, min_snr_gamma, label_dropout, nll_timesteps) -> None:

@@ -34,6 +34,7 @@ from genlit.objectives.elbo import (
     to_unit_interval,
     uniform_dequantization_offset,
 )
+from genlit.optim import stepped_every_step
 
 VAENetFactory = Callable[[tuple[int, ...], int, int], nn.Module]
 """A net class taking ``(data_shape, num_classes, latent_dim)``; YAML gives its other init_args."""
@@ -247,11 +248,7 @@ class VAE(L.LightningModule):
     def configure_optimizers(self):
         """The optimizer and, when given, its scheduler stepped every optimizer step."""
         optimizer_factory, scheduler_factory = self._factories
-        optimizer = optimizer_factory(self.parameters())
-        if scheduler_factory is None:
-            return optimizer
-        scheduler = {"scheduler": scheduler_factory(optimizer), "interval": "step"}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return stepped_every_step(optimizer_factory(self.parameters()), scheduler_factory)
 
 
 def _check_options(conditional, num_classes, latent_dim, gaussian_scale, beta, iw_samples, iw_chunk) -> None:
