@@ -1,7 +1,7 @@
 """FID (genlit's MNIST evaluator) of one diffusion checkpoint under DDPM-1000, DDIM-50 and DDIM-20.
 
     python benchmarks/diffusion_samplers.py --ckpt runs/.../last.ckpt --extractor runs/evaluators/mnist_classifier \
-        [--num 500] [--split test]
+        [--num 500] [--split test] [--samplers DDPM-1000 DDIM-50 DDIM-50-eta0.5 ...]
 
 Every sampler starts from the same noise (and, for class-conditional models, the same balanced labels at
 the model's guidance scale). Prints FID, KID, precision, recall, class coverage, the share of samples
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from pathlib import Path
 
@@ -25,7 +26,16 @@ from genlit.imaging import to_uint8
 from genlit.metrics.features import make_extractor
 from genlit.sampling import draw, load_family
 
-SAMPLERS = {"DDPM-1000": DDPMSampler(None), "DDIM-50": DDIMSampler(50), "DDIM-20": DDIMSampler(20)}
+DEFAULT_SAMPLERS = ["DDPM-1000", "DDIM-50", "DDIM-20"]
+
+
+def parse_sampler(name: str) -> DDPMSampler | DDIMSampler:
+    """``DDPM-<steps>`` or ``DDIM-<steps>[-eta<eta>]`` (eta 0 unless given), e.g. DDIM-50-eta0.5."""
+    match = re.fullmatch(r"(DDPM|DDIM)-(\d+)(?:-eta([0-9.]+))?", name)
+    if match is None or (match[1] == "DDPM" and match[3] is not None):
+        raise argparse.ArgumentTypeError(f"unknown sampler {name!r}; use DDPM-<steps> or DDIM-<steps>[-eta<eta>]")
+    steps = int(match[2])
+    return DDPMSampler(steps) if match[1] == "DDPM" else DDIMSampler(steps, eta=float(match[3] or 0))
 
 
 def main() -> None:
@@ -35,16 +45,16 @@ def main() -> None:
     parser.add_argument("--extractor", required=True, help="classifier checkpoint or its run root")
     parser.add_argument("--num", type=int, default=500)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--samplers", nargs="+", default=DEFAULT_SAMPLERS, help="e.g. DDPM-1000 DDIM-50 DDIM-50-eta0.5")
     args = parser.parse_args()
+    samplers = {name: parse_sampler(name) for name in args.samplers}
     model = load_family(args.ckpt).eval()
     extractor = make_extractor(args.extractor)
     data = ImageDataModule(os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist"))
     reference = reference_features(extractor, data, args.split, Path(DEFAULT_CACHE))[:2]
     print(f"{args.ckpt}: {args.num} samples per sampler against mnist [{args.split}], extractor {extractor.identity}")
     base = None
-    for name in args.samplers:
-        sampler = SAMPLERS[name]
+    for name, sampler in samplers.items():
         start = time.perf_counter()
         samples, labels = draw(model, args.num, 250, seed=0, sampler=sampler)
         seconds = time.perf_counter() - start

@@ -12,16 +12,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import datasets
-import huggingface_hub
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: `datasets` alone takes about 2 s to import
+    import datasets
 
 _FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}  # single-file datasets -> `datasets` builder
 # `datasets` < 2.20 only has HF_DATASETS_OFFLINE; newer ones read HF_HUB_OFFLINE (both patched if present)
-_OFFLINE_FLAGS = (
-    (datasets.config, "HF_HUB_OFFLINE"),
-    (datasets.config, "HF_DATASETS_OFFLINE"),
-    (huggingface_hub.constants, "HF_HUB_OFFLINE"),
-)
+
+
+def _offline_flags() -> list[tuple[object, str]]:
+    """The module attributes that switch ``datasets`` and ``huggingface_hub`` to offline mode."""
+    import datasets
+    import huggingface_hub
+
+    flags = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE")]
+    flags.append((huggingface_hub.constants, "HF_HUB_OFFLINE"))
+    return [(module, name) for module, name in flags if hasattr(module, name)]
 _ENV_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
@@ -61,6 +68,8 @@ def _looks_local(path: str) -> bool:
 def load_raw_dataset(path: str, cache_dir: str | None = None, option: str = "--data.dataset") -> datasets.DatasetDict:
     """Load an already resolved dataset (see :func:`resolve_dataset`) as a ``DatasetDict``, undecoded;
     ``option`` is the command-line option the errors name."""
+    import datasets
+
     if os.path.isfile(path):
         builder = _FILE_BUILDERS.get(Path(path).suffix)
         if builder is None:
@@ -73,7 +82,9 @@ def load_raw_dataset(path: str, cache_dir: str | None = None, option: str = "--d
 
 def _load_from_hub(repo_id: str, cache_dir: str | None, option: str) -> datasets.DatasetDict:
     """Load a Hub dataset: the cached copy without network if there is one, else download it."""
-    offline = any(getattr(m, n, False) for m, n in _OFFLINE_FLAGS[:2])
+    import datasets
+
+    offline = any(getattr(m, n) for m, n in _offline_flags() if m is datasets.config)
     hint = " (HF_HUB_OFFLINE is set)" if offline else " (no network?)"
     message = (
         f"could not load {repo_id!r} from the Hugging Face Hub{hint} and it is not a local path either; "
@@ -97,7 +108,7 @@ def _load_from_hub(repo_id: str, cache_dir: str | None, option: str) -> datasets
 @contextmanager
 def _hub_offline() -> Iterator[None]:
     """Switch ``datasets`` and ``huggingface_hub`` to offline mode (cache only) for the block."""
-    flags = [(m, n) for m, n in _OFFLINE_FLAGS if hasattr(m, n)]
+    flags = _offline_flags()
     saved = [getattr(m, name) for m, name in flags]
     try:
         for m, name in flags:
@@ -110,6 +121,8 @@ def _hub_offline() -> Iterator[None]:
 
 def _hub_reachable(timeout: float = 5.0) -> bool:
     """One HEAD request to the Hub endpoint (honours proxies); False on any network failure."""
+    import huggingface_hub
+
     try:
         huggingface_hub.get_session().head(huggingface_hub.constants.ENDPOINT, timeout=timeout)
     except Exception:  # noqa: BLE001 - a probe: any failure means "not reachable"

@@ -22,9 +22,8 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
-import datasets
 import lightning as L
 import torch
 from torch import Tensor
@@ -33,6 +32,9 @@ from torch.utils.data import DataLoader, Dataset
 from genlit.data.hub import load_raw_dataset, resolve_dataset
 from genlit.data.tensors import tensor_loader
 from genlit.data.tokenizers import BPETokenizer, Tokenizer, TokenizerName, build_tokenizer, tokenizer_from_json
+
+if TYPE_CHECKING:  # imported where used (Hub and dataset sources): `datasets` takes about 2 s to import
+    import datasets
 
 SOURCE_OPTION = "--data.source"
 _CACHE_VERSION = 1  # part of the cache key: bump when the cached format or the splitting changes
@@ -307,6 +309,8 @@ class TextDataModule(L.LightningDataModule):
 
     def _column_text(self, ds: datasets.Dataset, split: str) -> str:
         """The rows of the text column of ``ds`` joined with a blank line (missing rows skipped)."""
+        import datasets
+
         column = self.hparams.text_column
         feature = ds.features.get(column)
         if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
