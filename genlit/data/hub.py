@@ -11,7 +11,6 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where used: `datasets` alone takes about 2 s to import
@@ -29,6 +28,8 @@ def _offline_flags() -> list[tuple[object, str]]:
     flags = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE")]
     flags.append((huggingface_hub.constants, "HF_HUB_OFFLINE"))
     return [(module, name) for module, name in flags if hasattr(module, name)]
+
+
 _ENV_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
