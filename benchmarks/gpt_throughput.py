@@ -18,45 +18,21 @@ import time
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 
+from benchmarks.plain_gpt import BLOCK, CLIP, NET, WEIGHT_DECAY, adamw, plain_training, schedule
 from benchmarks.timing import BatchTimer, alternate, quiet_trainer, report_ratio, throughput_args
 from genlit.data.text import TextDataModule
 from genlit.families.autoregressive import AutoregressiveLM
 from genlit.nets.gpt import GPT
-from genlit.optim import WarmupCosineLR, decay_groups
-
-BLOCK, NET = 64, {"n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0}
-LR, WARMUP, DECAY, MIN_LR, WEIGHT_DECAY, CLIP = 1e-3, 100, 2000, 1e-4, 0.1, 1.0
-
-
-def adamw(groups):
-    """The optimizer both loops use (nanoGPT's betas; the fused kernel, as the YAML)."""
-    return torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.99), fused=True)
-
-
-def schedule(optimizer):
-    """The learning-rate schedule both loops use."""
-    return WarmupCosineLR(optimizer, WARMUP, DECAY, MIN_LR)
 
 
 def plain_loop(corpus: torch.Tensor, vocab_size: int, steps: int, warmup: int, batch_size: int) -> float:
     """A hand-written GPT training loop; returns steps/s measured after ``warmup`` steps."""
-    net = GPT(vocab_size, BLOCK, **NET)
-    opt = adamw(decay_groups(net, WEIGHT_DECAY))
-    sched = schedule(opt)
-    for step in range(warmup + steps):
-        if step == warmup:
+    _, step = plain_training(corpus, vocab_size, batch_size)
+    for i in range(warmup + steps):
+        if i == warmup:
             start = time.perf_counter()
-        ix = torch.randint(len(corpus) - BLOCK, (batch_size,)).tolist()
-        x = torch.stack([corpus[i : i + BLOCK] for i in ix])  # (B, T)
-        y = torch.stack([corpus[i + 1 : i + 1 + BLOCK] for i in ix])  # (B, T)
-        loss = F.cross_entropy(net(x).flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP)
-        opt.step()
-        sched.step()
+        step()
     return steps / (time.perf_counter() - start)
 
 

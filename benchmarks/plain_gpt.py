@@ -1,0 +1,58 @@
+"""The hand-written GPT training step that the GPT benchmarks compare genlit against.
+
+The model, batch and optimization of experiments/autoregressive/gpt_shakespeare_char_cpu.yaml (nanoGPT's CPU
+recipe): 4 layers, 4 heads, 128 wide, context 64, batch 12, fused AdamW (betas 0.9/0.99) over the decay groups,
+warm-up + cosine from 1e-3 to 1e-4, clip 1.0. Batches are random blocks, as nanoGPT's ``get_batch`` draws them.
+Imports torch and genlit's net only (no Lightning), as a hand-written script would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genlit.nets.gpt import GPT
+from genlit.optim import WarmupCosineLR, decay_groups
+
+BLOCK, NET = 64, {"n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0}
+LR, WARMUP, DECAY, MIN_LR, WEIGHT_DECAY, CLIP = 1e-3, 100, 2000, 1e-4, 0.1, 1.0
+
+
+def adamw(groups):
+    """The optimizer both loops use (nanoGPT's betas; the fused kernel, as the YAML)."""
+    return torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.99), fused=True)
+
+
+def schedule(optimizer):
+    """The learning-rate schedule both loops use."""
+    return WarmupCosineLR(optimizer, WARMUP, DECAY, MIN_LR)
+
+
+def random_blocks(corpus: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Inputs and next-token targets (B, BLOCK) each, from blocks at uniformly random offsets of ``corpus``."""
+    ix = torch.randint(len(corpus) - BLOCK, (batch_size,)).tolist()
+    x = torch.stack([corpus[i : i + BLOCK] for i in ix])  # (B, T)
+    y = torch.stack([corpus[i + 1 : i + 1 + BLOCK] for i in ix])  # (B, T)
+    return x, y
+
+
+def plain_training(corpus: Tensor, vocab_size: int, batch_size: int) -> tuple[GPT, Callable[[], Tensor]]:
+    """A fresh GPT and a function doing one hand-written training step on it (returns the loss)."""
+    net = GPT(vocab_size, BLOCK, **NET)
+    opt = adamw(decay_groups(net, WEIGHT_DECAY))
+    sched = schedule(opt)
+
+    def step() -> Tensor:
+        x, y = random_blocks(corpus, batch_size)
+        loss = F.cross_entropy(net(x).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP)
+        opt.step()
+        sched.step()
+        return loss
+
+    return net, step
