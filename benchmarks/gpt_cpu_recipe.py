@@ -87,13 +87,14 @@ def plain_command(seed: int, out: Path) -> list[str]:
 
 
 def evaluate(net: GPT, val_loader) -> tuple[float, float]:
-    """Mean next-token loss (nats) over the first 20 batches of ``val_loader``, and over all of them."""
+    """Mean next-token loss (nats per token) over the first 20 batches of ``val_loader``, and over all of them."""
     net.eval()
-    losses = []
+    sums, counts = [], []
     with torch.no_grad():
         for x, y in val_loader:
-            losses.append(F.cross_entropy(net(x).flatten(0, 1), y.flatten()).item())
-    return statistics.fmean(losses[:VAL_BATCHES]), statistics.fmean(losses)
+            sums.append(F.cross_entropy(net(x).flatten(0, 1), y.flatten(), reduction="sum").item())
+            counts.append(y.numel())
+    return sum(sums[:VAL_BATCHES]) / sum(counts[:VAL_BATCHES]), sum(sums) / sum(counts)
 
 
 def genlit_net(root: Path) -> tuple[GPT, str]:
