@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.plain_gpt import BLOCK, NET, plain_training, random_blocks
+from benchmarks.plain_gpt import BLOCK, NET, plain_training, random_blocks, shakespeare_path
 from genlit.nets.gpt import GPT
 
 CONFIG = "experiments/autoregressive/gpt_shakespeare_char_cpu.yaml"
@@ -39,15 +38,10 @@ STEPS, BATCH, VAL_BATCHES = 2000, 12, 20
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def shakespeare() -> str:
-    """The Tiny Shakespeare text of ``$GENLIT_DATA_DIR``."""
-    return Path(os.environ["GENLIT_DATA_DIR"], "tinyshakespeare", "input.txt").read_text(encoding="utf-8")
-
-
 def plain_run(seed: int, out: str) -> None:
     """The hand-written whole run (see the module docstring); saves the weights and the vocabulary to ``out``."""
     torch.manual_seed(seed)
-    text = shakespeare()
+    text = shakespeare_path().read_text(encoding="utf-8")
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([stoi[c] for c in text], dtype=torch.long)  # (N,)
@@ -126,12 +120,9 @@ def main() -> None:
         plain_run(args.seed, args.out)
         return
 
-    from genlit.data.text import TextDataModule
+    from benchmarks.timing import shakespeare_data  # imports Lightning, which the plain run must not
 
-    source = os.path.join(os.environ["GENLIT_DATA_DIR"], "tinyshakespeare", "input.txt")
-    data = TextDataModule(source, block_size=BLOCK, batch_size=BATCH)
-    data.prepare_data()
-    data.setup("fit")
+    data = shakespeare_data(BATCH)
     print(f"{CONFIG}: {STEPS} steps of batch {BATCH} x {BLOCK}; {len(data.val_dataloader())} validation batches in all")
     print("columns: seed, wall s genlit / plain, ratio; val loss genlit / plain on the 20 batches, on the whole split;")
     print("         the plain run's own 20-random-batch estimate")

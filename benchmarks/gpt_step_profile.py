@@ -11,7 +11,6 @@ FLOP/s those matmuls reach against this machine's float32 peak (a 2048^3 matmul)
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections import defaultdict
 
@@ -19,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.gpt_throughput import matmul_peak
 from benchmarks.plain_gpt import BLOCK, NET, plain_training
-from genlit.data.text import TextDataModule
+from benchmarks.timing import shakespeare_data
 from genlit.nets.gpt import GPT
 
 GROUPS = {
@@ -42,10 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=12)
     args = parser.parse_args()
-    source = os.path.join(os.environ["GENLIT_DATA_DIR"], "tinyshakespeare", "input.txt")
-    data = TextDataModule(source, tokenizer="char", block_size=BLOCK, batch_size=args.batch_size)
-    data.prepare_data()
-    data.setup("fit")
+    data = shakespeare_data(args.batch_size)
     net, step = plain_training(data.split_tokens("train"), data.vocab_size, args.batch_size)
     for _ in range(10):
         step()

@@ -12,7 +12,6 @@ median of the per-repeat ratios is printed.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from functools import partial
@@ -20,7 +19,7 @@ from functools import partial
 import torch
 
 from benchmarks.plain_gpt import BLOCK, CLIP, NET, WEIGHT_DECAY, adamw, plain_training, schedule
-from benchmarks.timing import BatchTimer, alternate, quiet_trainer, report_ratio, throughput_args
+from benchmarks.timing import BatchTimer, alternate, quiet_trainer, report_ratio, shakespeare_data, throughput_args
 from genlit.data.text import TextDataModule
 from genlit.families.autoregressive import AutoregressiveLM
 from genlit.nets.gpt import GPT
@@ -63,10 +62,7 @@ def _timed(fn) -> float:
 def main() -> None:
     """Run both loops alternately; print steps/s, tokens/s, the ratio and MFU."""
     args = throughput_args(__doc__, batch_size=12)
-    source = os.path.join(os.environ["GENLIT_DATA_DIR"], "tinyshakespeare", "input.txt")
-    data = TextDataModule(source, tokenizer="char", block_size=BLOCK, batch_size=args.batch_size)
-    data.prepare_data()
-    data.setup("fit")
+    data = shakespeare_data(args.batch_size)
     corpus = data.split_tokens("train")
     print(f"batch {args.batch_size} x {BLOCK} tokens, vocabulary {data.vocab_size}")
     loops = {

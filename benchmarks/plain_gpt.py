@@ -8,7 +8,9 @@ Imports torch and genlit's net only (no Lightning), as a hand-written script wou
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,11 @@ from genlit.optim import WarmupCosineLR, decay_groups
 
 BLOCK, NET = 64, {"n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0}
 LR, WARMUP, DECAY, MIN_LR, WEIGHT_DECAY, CLIP = 1e-3, 100, 2000, 1e-4, 0.1, 1.0
+
+
+def shakespeare_path() -> Path:
+    """Tiny Shakespeare in ``$GENLIT_DATA_DIR``, the corpus of every GPT benchmark."""
+    return Path(os.environ["GENLIT_DATA_DIR"], "tinyshakespeare", "input.txt")
 
 
 def adamw(groups):

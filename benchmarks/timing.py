@@ -11,8 +11,10 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
+from benchmarks.plain_gpt import BLOCK, shakespeare_path
 from genlit.callbacks.progress import ThrottledProgressBar
 from genlit.data.images import ImageDataModule
+from genlit.data.text import TextDataModule
 
 
 class BatchTimer(L.Callback):
@@ -77,6 +79,14 @@ def throughput_args(doc: str, batch_size: int, steps: int = 300, warmup: int = 3
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--no-progress-bar", action="store_true")
     return parser.parse_args()
+
+
+def shakespeare_data(batch_size: int) -> TextDataModule:
+    """The character-level Tiny Shakespeare DataModule of the GPT benchmarks (context ``BLOCK``), set up."""
+    data = TextDataModule(str(shakespeare_path()), tokenizer="char", block_size=BLOCK, batch_size=batch_size)
+    data.prepare_data()
+    data.setup("fit")
+    return data
 
 
 def mnist_data(batch_size: int) -> tuple[ImageDataModule, torch.Tensor]:

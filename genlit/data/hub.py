@@ -17,11 +17,11 @@ if TYPE_CHECKING:  # imported where used: `datasets` alone takes about 2 s to im
     import datasets
 
 _FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}  # single-file datasets -> `datasets` builder
-# `datasets` < 2.20 only has HF_DATASETS_OFFLINE; newer ones read HF_HUB_OFFLINE (both patched if present)
 
 
 def _offline_flags() -> list[tuple[object, str]]:
-    """The module attributes that switch ``datasets`` and ``huggingface_hub`` to offline mode."""
+    """The module attributes that switch ``datasets`` and ``huggingface_hub`` to offline mode: ``datasets``
+    < 2.20 only has HF_DATASETS_OFFLINE, newer ones read HF_HUB_OFFLINE (each patched where present)."""
     import datasets
     import huggingface_hub
 
