@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.args import positive_int
 from genlit.data.images import ImageDataModule
 from genlit.diffusion import DDIMSampler, DDPMSampler
 from genlit.evaluation import DEFAULT_CACHE, evaluate, reference_features
@@ -31,11 +32,14 @@ DEFAULT_SAMPLERS = ["DDPM-1000", "DDIM-50", "DDIM-20"]
 
 def parse_sampler(name: str) -> DDPMSampler | DDIMSampler:
     """``DDPM-<steps>`` or ``DDIM-<steps>[-eta<eta>]`` (eta 0 unless given), e.g. DDIM-50-eta0.5."""
-    match = re.fullmatch(r"(DDPM|DDIM)-(\d+)(?:-eta([0-9.]+))?", name)
+    match = re.fullmatch(r"(DDPM|DDIM)-(\d+)(?:-eta(\d+(?:\.\d*)?))?", name)
     if match is None or (match[1] == "DDPM" and match[3] is not None):
         raise argparse.ArgumentTypeError(f"unknown sampler {name!r}; use DDPM-<steps> or DDIM-<steps>[-eta<eta>]")
     steps = int(match[2])
-    return DDPMSampler(steps) if match[1] == "DDPM" else DDIMSampler(steps, eta=float(match[3] or 0))
+    try:
+        return DDPMSampler(steps) if match[1] == "DDPM" else DDIMSampler(steps, eta=float(match[3] or 0))
+    except ValueError as err:  # e.g. 0 steps
+        raise argparse.ArgumentTypeError(f"sampler {name!r}: {err}") from None
 
 
 def main() -> None:
@@ -43,11 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--extractor", required=True, help="classifier checkpoint or its run root")
-    parser.add_argument("--num", type=int, default=500)
+    parser.add_argument("--num", type=positive_int, default=500)
     parser.add_argument("--split", default="test")
     parser.add_argument("--samplers", nargs="+", default=DEFAULT_SAMPLERS, help="e.g. DDPM-1000 DDIM-50 DDIM-50-eta0.5")
     args = parser.parse_args()
-    samplers = {name: parse_sampler(name) for name in args.samplers}
+    try:
+        samplers = {name: parse_sampler(name) for name in args.samplers}
+    except argparse.ArgumentTypeError as err:
+        parser.error(str(err))
     model = load_family(args.ckpt).eval()
     extractor = make_extractor(args.extractor)
     data = ImageDataModule(os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist"))

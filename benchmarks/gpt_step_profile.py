@@ -16,6 +16,7 @@ from collections import defaultdict
 
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.args import positive_int
 from benchmarks.gpt_throughput import matmul_peak
 from benchmarks.plain_gpt import BLOCK, NET, plain_training
 from benchmarks.timing import shakespeare_data
@@ -38,8 +39,8 @@ def group_of(op: str) -> str:
 def main() -> None:
     """Time the plain step, profile it, print the breakdown."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=12)
+    parser.add_argument("--steps", type=positive_int, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=12)
     args = parser.parse_args()
     data = shakespeare_data(args.batch_size)
     net, step = plain_training(data.split_tokens("train"), data.vocab_size, args.batch_size)

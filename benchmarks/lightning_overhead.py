@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from benchmarks.args import positive_int
 from benchmarks.timing import BatchTimer
 from genlit.callbacks.progress import ThrottledProgressBar
 from genlit.data.tensors import keep_batch
@@ -91,8 +92,8 @@ def lightning(corpus: torch.Tensor, steps: int, bar: str) -> float:
 def main() -> None:
     """Alternate the four loops and print ms per step."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=positive_int, default=1000)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args()
     corpus = torch.randint(VOCAB, (1_000_000,))
     loops = {

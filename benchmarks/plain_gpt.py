@@ -25,6 +25,8 @@ LR, WARMUP, DECAY, MIN_LR, WEIGHT_DECAY, CLIP = 1e-3, 100, 2000, 1e-4, 0.1, 1.0
 
 def shakespeare_path() -> Path:
     """Tiny Shakespeare in ``$GENLIT_DATA_DIR``, the corpus of every GPT benchmark."""
+    if "GENLIT_DATA_DIR" not in os.environ:
+        raise SystemExit("set GENLIT_DATA_DIR to the shared data folder (it holds tinyshakespeare/input.txt)")
     return Path(os.environ["GENLIT_DATA_DIR"], "tinyshakespeare", "input.txt")
 
 

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks.args import positive_int
+
 TARGETS = {
     "python": "",
     "torch": "import torch",
@@ -35,7 +37,7 @@ def measure(statement: str) -> tuple[float, float]:
 def main() -> None:
     """Print the median import and exit seconds of each target."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args()
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in TARGETS}
     for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every target alike

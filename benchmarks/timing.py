@@ -11,6 +11,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
+from benchmarks.args import positive_int
 from benchmarks.plain_gpt import BLOCK, shakespeare_path
 from genlit.callbacks.progress import ThrottledProgressBar
 from genlit.data.images import ImageDataModule
@@ -73,10 +74,10 @@ def report_ratio(runs: dict[str, list[float]], num: str, den: str, note: str = "
 def throughput_args(doc: str, batch_size: int, steps: int = 300, warmup: int = 30) -> argparse.Namespace:
     """The command-line options every throughput benchmark takes."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--warmup", type=int, default=warmup)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--steps", type=positive_int, default=steps)
+    parser.add_argument("--warmup", type=positive_int, default=warmup)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size)
     parser.add_argument("--no-progress-bar", action="store_true")
     return parser.parse_args()
 
