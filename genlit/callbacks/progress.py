@@ -17,18 +17,28 @@ class ThrottledProgressBar(RichProgressBar):
     about 40 ms), a cost a hand-written loop does not pay; a person cannot read more than a few redraws per
     second anyway. ``refresh_rate`` also sets how often rich's own display thread renders. The bar is always
     drawn for the first and last batch of an epoch; validation and test bars are Lightning's.
+
+    The epoch's last batch is counted when the epoch starts: Lightning's ``total_train_batches`` is the number
+    of steps still left under ``max_steps``, which shrinks during the epoch, so comparing each batch with it would
+    redraw every batch of a run's second half.
     """
 
     def __init__(self, refresh_rate: int = 10, **kwargs) -> None:
         super().__init__(refresh_rate=refresh_rate, **kwargs)
         self._last_draw = float("-inf")
+        self._epoch_batches: int | float = float("inf")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start the epoch's bar and note how many batches the epoch has."""
+        super().on_train_epoch_start(trainer, pl_module)
+        self._epoch_batches = self.total_train_batches
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Draw if the last draw is older than 1 / refresh_rate seconds (or at an epoch's edges)."""
         now = time.monotonic()
-        edge = self.train_progress_bar_id is None or batch_idx + 1 >= self.total_train_batches
+        edge = self.train_progress_bar_id is None or batch_idx + 1 >= self._epoch_batches
         if edge or now - self._last_draw >= 1.0 / self.refresh_rate:
             self._last_draw = now
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
