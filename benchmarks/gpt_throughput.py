@@ -4,8 +4,17 @@ model FLOPs utilization (MFU) of both against the float32 matmul peak this scrip
 Model, batch and optimization of experiments/autoregressive/gpt_shakespeare_char_cpu.yaml (nanoGPT's CPU recipe:
 4 layers, 4 heads, 128 wide, context 64, batch 12, AdamW with decay groups, warm-up + cosine, clip 1.0) on
 ``$GENLIT_DATA_DIR/tinyshakespeare/input.txt``, character tokens. The plain loop draws random blocks as nanoGPT's
-``get_batch`` does; genlit's goes through ``TextDataModule`` and a Lightning Trainer. The loops alternate and the
-median of the per-repeat ratios is printed.
+``get_batch`` does; genlit's goes through ``TextDataModule`` and a Lightning Trainer with genlit's progress bar.
+
+The two loops take turns step by step: after each genlit batch a callback runs one step of the plain loop (its
+own model and optimizer) and times it; a genlit step is the time from one batch end to the next, less that plain
+step. So a slow phase of the machine (these shared 2-core machines drift by 20% and more within a minute) hits
+both loops alike, which alternating whole runs did not ensure. Each repeat is a fresh pair of models.
+
+Two rates per loop and repeat: from the median step time, and from the mean. Single steps of either loop stall
+now and then for up to seconds when the host is busy (the stall, not the loop, then sets the mean), so the ratio
+of median steps is the headline; the mean ratio, which also charges genlit's rarer costs (the progress bar's
+redraws, a few per second), is printed beside it, with the median paired difference of adjacent steps in ms.
 
     python benchmarks/gpt_throughput.py [--steps 300] [--warmup 30] [--repeats 5] [--batch-size 12]
 """
@@ -14,35 +23,61 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
 
+import lightning as L
 import torch
 
 from benchmarks.plain_gpt import BLOCK, CLIP, NET, WEIGHT_DECAY, adamw, plain_training, schedule
-from benchmarks.timing import BatchTimer, alternate, quiet_trainer, report_ratio, shakespeare_data, throughput_args
+from benchmarks.timing import quiet_trainer, report_ratio, shakespeare_data, throughput_args
 from genlit.data.text import TextDataModule
 from genlit.families.autoregressive import AutoregressiveLM
 from genlit.nets.gpt import GPT
 
 
-def plain_loop(corpus: torch.Tensor, vocab_size: int, steps: int, warmup: int, batch_size: int) -> float:
-    """A hand-written GPT training loop; returns steps/s measured after ``warmup`` steps."""
-    _, step = plain_training(corpus, vocab_size, batch_size)
-    for i in range(warmup + steps):
-        if i == warmup:
-            start = time.perf_counter()
-        step()
-    return steps / (time.perf_counter() - start)
+class PlainStepBetweenBatches(L.Callback):
+    """Runs one step of a hand-written loop after every genlit training batch and records the wall time of both
+    steps (seconds), leaving out the first ``warmup`` of each."""
+
+    def __init__(self, plain_step: Callable[[], object], warmup: int) -> None:
+        self.plain_step, self.warmup = plain_step, warmup
+        self.genlit: list[float] = []
+        self.plain: list[float] = []
+        self._batches, self._mark = 0, 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._batches > self.warmup:
+            self.genlit.append(now - self._mark)  # the genlit step since the last plain one ended
+        start = time.perf_counter()
+        self.plain_step()
+        if self._batches >= self.warmup:
+            self.plain.append(time.perf_counter() - start)
+        self._batches += 1
+        self._mark = time.perf_counter()
 
 
-def genlit_loop(data: TextDataModule, steps: int, warmup: int, progress_bar: bool) -> float:
-    """genlit's AutoregressiveLM through a Lightning Trainer; returns steps/s after ``warmup`` steps."""
+def interleaved_run(data: TextDataModule, steps: int, warmup: int, progress_bar: bool) -> PlainStepBetweenBatches:
+    """A fresh genlit model under a Trainer and a fresh plain one, stepping in turn; their step times."""
+    corpus = data.split_tokens("train")
+    _, plain_step = plain_training(corpus, data.vocab_size, data.hparams.batch_size)
+    turns = PlainStepBetweenBatches(plain_step, warmup)
     model = AutoregressiveLM(
         partial(GPT, **NET), data.vocab_size, BLOCK, WEIGHT_DECAY, optimizer=adamw, lr_scheduler=schedule
     )
-    timer = BatchTimer(warmup)
-    quiet_trainer(warmup + steps, timer, progress_bar, gradient_clip_val=CLIP).fit(model, datamodule=data)
-    return timer.rate(steps)
+    trainer = quiet_trainer(warmup + steps + 1, turns, progress_bar, gradient_clip_val=CLIP)
+    trainer.fit(model, datamodule=data)
+    return turns
+
+
+def step_rates(turns: PlainStepBetweenBatches) -> dict[str, float]:
+    """Steps/s of each loop from its median step (``<loop>``) and from its mean step (``<loop> mean``)."""
+    rates = {}
+    for name, times in (("plain", turns.plain), ("genlit", turns.genlit)):
+        rates[name] = 1 / statistics.median(times)
+        rates[f"{name} mean"] = len(times) / sum(times)
+    return rates
 
 
 def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
@@ -60,24 +95,30 @@ def _timed(fn) -> float:
 
 
 def main() -> None:
-    """Run both loops alternately; print steps/s, tokens/s, the ratio and MFU."""
+    """Run the loops in turn ``--repeats`` times; print steps/s, tokens/s, the ratios and MFU."""
     args = throughput_args(__doc__, batch_size=12)
     data = shakespeare_data(args.batch_size)
-    corpus = data.split_tokens("train")
-    print(f"batch {args.batch_size} x {BLOCK} tokens, vocabulary {data.vocab_size}")
-    loops = {
-        "plain": lambda: plain_loop(corpus, data.vocab_size, args.steps, args.warmup, args.batch_size),
-        "genlit": lambda: genlit_loop(data, args.steps, args.warmup, not args.no_progress_bar),
-    }
-    runs = alternate(loops, args.repeats)
-    report_ratio(runs, "genlit", "plain")
+    print(f"batch {args.batch_size} x {BLOCK} tokens, vocabulary {data.vocab_size}; torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}")  # fmt: skip
+    runs: dict[str, list[float]] = {}
+    for r in range(args.repeats):
+        torch.manual_seed(r)
+        turns = interleaved_run(data, args.steps, args.warmup, not args.no_progress_bar)
+        for name, rate in step_rates(turns).items():
+            runs.setdefault(name, []).append(rate)
+        extra = statistics.median(g - p for g, p in zip(turns.genlit, turns.plain[1:], strict=False))
+        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + f" steps/s; genlit's "
+              f"step {1000 * extra:.2f} ms longer than the plain step before it (median)")  # fmt: skip
+    print("median steps/s: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in runs.items()))
+    report_ratio(runs, "genlit", "plain", note=" (median steps)")
+    report_ratio(runs, "genlit mean", "plain mean", note=" (mean steps)")
     peak = matmul_peak()
     flops = GPT(data.vocab_size, BLOCK, **NET).flops_per_token()
     tokens = args.batch_size * BLOCK
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32, 2048^3); model {flops / 1e6:.2f} MFLOP/token")
-    for name, rates in runs.items():
-        rate = statistics.median(rates) * tokens
-        print(f"{name}: {rate:,.0f} tokens/s, MFU {rate * flops / peak:.1%}")
+    for name in ("plain", "genlit"):
+        rate = statistics.median(runs[name]) * tokens
+        print(f"{name}: {rate:,.0f} tokens/s (median steps), MFU {rate * flops / peak:.1%}")
 
 
 if __name__ == "__main__":
