@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from genlit.nets.gpt import GPT
 from genlit.optim import WarmupCosineLR, decay_groups
@@ -48,10 +48,13 @@ def random_blocks(corpus: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def plain_training(corpus: Tensor, vocab_size: int, batch_size: int) -> tuple[GPT, Callable[[], Tensor]]:
-    """A fresh GPT and a function doing one hand-written training step on it (returns the loss)."""
+def plain_training(
+    corpus: Tensor, vocab_size: int, batch_size: int, groups: Callable[[nn.Module, float], list[dict]] = decay_groups
+) -> tuple[GPT, Callable[[], Tensor]]:
+    """A fresh GPT and a function doing one hand-written training step on it (returns the loss); ``groups`` makes
+    the optimizer's weight-decay groups (genlit's by default)."""
     net = GPT(vocab_size, BLOCK, **NET)
-    opt = adamw(decay_groups(net, WEIGHT_DECAY))
+    opt = adamw(groups(net, WEIGHT_DECAY))
     sched = schedule(opt)
 
     def step() -> Tensor:

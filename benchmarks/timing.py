@@ -71,15 +71,20 @@ def report_ratio(runs: dict[str, list[float]], num: str, den: str, note: str = "
     return paired
 
 
-def throughput_args(doc: str, batch_size: int, steps: int = 300, warmup: int = 30) -> argparse.Namespace:
-    """The command-line options every throughput benchmark takes."""
+def throughput_parser(doc: str, batch_size: int, steps: int = 300, warmup: int = 30) -> argparse.ArgumentParser:
+    """A parser of the command-line options every throughput benchmark takes."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--steps", type=positive_int, default=steps)
     parser.add_argument("--warmup", type=positive_int, default=warmup)
     parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=batch_size)
     parser.add_argument("--no-progress-bar", action="store_true")
-    return parser.parse_args()
+    return parser
+
+
+def throughput_args(doc: str, batch_size: int, steps: int = 300, warmup: int = 30) -> argparse.Namespace:
+    """The command-line options every throughput benchmark takes, parsed."""
+    return throughput_parser(doc, batch_size, steps, warmup).parse_args()
 
 
 def shakespeare_data(batch_size: int) -> TextDataModule:

@@ -1,0 +1,76 @@
+"""Does it matter for the CPU recipe's loss that genlit leaves embeddings out of weight decay and nanoGPT does not?
+
+genlit's ``decay_groups`` decays the weight matrices of linear layers only (the issue's rule: norms, biases and
+embeddings get none); nanoGPT's ``configure_optimizers`` decays every parameter of two or more dimensions, the
+token embedding (tied to the head) and the position embedding included. For each seed this trains the hand-written
+CPU recipe (``benchmarks/plain_gpt.py``: same model, batch, schedule and clipping) once with each grouping, from the
+same initial weights and batches, and prints the loss on the whole validation split (fixed blocks of 64).
+
+    python benchmarks/gpt_decay_groups.py [--seeds 1337 1 2] [--steps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import benchmarks.plain_gpt as plain_gpt
+from benchmarks.args import positive_int
+from genlit.optim import decay_groups
+
+BATCH = 12
+
+
+def nanogpt_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """nanoGPT's grouping: decay every parameter with two or more dimensions, none for the rest."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def whole_split_loss(net: nn.Module, tokens: torch.Tensor) -> float:
+    """Mean next-token loss (nats) over every non-overlapping block of ``tokens``."""
+    net.eval()
+    starts = torch.arange(0, len(tokens) - plain_gpt.BLOCK - 1, plain_gpt.BLOCK)  # (N,)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for chunk in starts.split(256):
+            blocks = tokens[chunk[:, None] + torch.arange(plain_gpt.BLOCK + 1)]  # (n, BLOCK + 1)
+            x, y = blocks[:, :-1], blocks[:, 1:]
+            total += F.cross_entropy(net(x).flatten(0, 1), y.flatten(), reduction="sum").item()
+            count += y.numel()
+    return total / count
+
+
+def main() -> None:
+    """Train both groupings per seed; print the whole-split validation losses and the wall time of each run."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2])
+    parser.add_argument("--steps", type=positive_int, default=2000)
+    args = parser.parse_args()
+    text = plain_gpt.shakespeare_path().read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    data = torch.tensor([stoi[c] for c in text], dtype=torch.long)  # (N,)
+    split = int(0.9 * len(data))
+    train, val = data[:split], data[split:]
+    for seed in args.seeds:
+        for name, grouping in (("genlit", decay_groups), ("nanogpt", nanogpt_groups)):
+            torch.manual_seed(seed)
+            net, step = plain_gpt.plain_training(train, len(chars), BATCH, grouping)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            wall = time.perf_counter() - start
+            loss = whole_split_loss(net, val)
+            print(f"seed {seed}, {name} decay groups: whole-split val loss {loss:.4f} ({wall:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
