@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.plain_gpt import BLOCK, NET, plain_training, random_blocks, shakespeare_path
+from benchmarks.plain_gpt import BLOCK, NET, char_splits, plain_training, random_blocks, validation_loss
 from genlit.nets.gpt import GPT
 
 CONFIG = "experiments/autoregressive/gpt_shakespeare_char_cpu.yaml"
@@ -41,12 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def plain_run(seed: int, out: str) -> None:
     """The hand-written whole run (see the module docstring); saves the weights and the vocabulary to ``out``."""
     torch.manual_seed(seed)
-    text = shakespeare_path().read_text(encoding="utf-8")
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-    data = torch.tensor([stoi[c] for c in text], dtype=torch.long)  # (N,)
-    n = int(0.9 * len(data))
-    train, val = data[:n], data[n:]
+    train, val, chars = char_splits()
     net, step = plain_training(train, len(chars), BATCH)
     for _ in range(STEPS):
         step()
@@ -55,7 +50,7 @@ def plain_run(seed: int, out: str) -> None:
         batches = [random_blocks(val, BATCH) for _ in range(VAL_BATCHES)]
         estimate = statistics.fmean(F.cross_entropy(net(x).flatten(0, 1), y.flatten()).item() for x, y in batches)
     print(f"step {STEPS}: val loss {estimate:.4f} (20 random batches)")
-    torch.save({"net": net.state_dict(), "chars": "".join(chars), "estimate": estimate}, out)
+    torch.save({"net": net.state_dict(), "chars": chars, "estimate": estimate}, out)
 
 
 def timed(command: list[str]) -> float:
@@ -78,17 +73,6 @@ def genlit_command(seed: int, root: Path) -> list[str]:
 def plain_command(seed: int, out: Path) -> list[str]:
     """This script's hand-written whole run, saving to ``out``."""
     return [sys.executable, "-m", "benchmarks.gpt_cpu_recipe", "--plain-run", "--seed", str(seed), "--out", str(out)]
-
-
-def evaluate(net: GPT, val_loader) -> tuple[float, float]:
-    """Mean next-token loss (nats per token) over the first 20 batches of ``val_loader``, and over all of them."""
-    net.eval()
-    sums, counts = [], []
-    with torch.no_grad():
-        for x, y in val_loader:
-            sums.append(F.cross_entropy(net(x).flatten(0, 1), y.flatten(), reduction="sum").item())
-            counts.append(y.numel())
-    return sum(sums[:VAL_BATCHES]) / sum(counts[:VAL_BATCHES]), sum(sums) / sum(counts)
 
 
 def genlit_net(root: Path) -> tuple[GPT, str]:
@@ -138,8 +122,8 @@ def main() -> None:
             p_net, p_chars, estimate = plain_net(work / "plain.pt")
             if g_chars != p_chars:
                 sys.exit("the two runs built different vocabularies; their losses would not compare")
-            g20, gall = evaluate(g_net, data.val_dataloader())
-            p20, pall = evaluate(p_net, data.val_dataloader())
+            g20, gall = validation_loss(g_net, data.val_dataloader(), VAL_BATCHES)
+            p20, pall = validation_loss(p_net, data.val_dataloader(), VAL_BATCHES)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         ratio = seconds["genlit"] / seconds["plain"]

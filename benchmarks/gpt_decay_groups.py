@@ -15,11 +15,12 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import benchmarks.plain_gpt as plain_gpt
 from benchmarks.args import positive_int
+from genlit.data.tensors import tensor_loader
+from genlit.data.text import TokenBlocks
 from genlit.optim import decay_groups
 
 BATCH = 12
@@ -34,32 +35,14 @@ def nanogpt_groups(net: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def whole_split_loss(net: nn.Module, tokens: torch.Tensor) -> float:
-    """Mean next-token loss (nats) over every non-overlapping block of ``tokens``."""
-    net.eval()
-    starts = torch.arange(0, len(tokens) - plain_gpt.BLOCK - 1, plain_gpt.BLOCK)  # (N,)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for chunk in starts.split(256):
-            blocks = tokens[chunk[:, None] + torch.arange(plain_gpt.BLOCK + 1)]  # (n, BLOCK + 1)
-            x, y = blocks[:, :-1], blocks[:, 1:]
-            total += F.cross_entropy(net(x).flatten(0, 1), y.flatten(), reduction="sum").item()
-            count += y.numel()
-    return total / count
-
-
 def main() -> None:
     """Train both groupings per seed; print the whole-split validation losses and the wall time of each run."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2])
     parser.add_argument("--steps", type=positive_int, default=2000)
     args = parser.parse_args()
-    text = plain_gpt.shakespeare_path().read_text(encoding="utf-8")
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-    data = torch.tensor([stoi[c] for c in text], dtype=torch.long)  # (N,)
-    split = int(0.9 * len(data))
-    train, val = data[:split], data[split:]
+    train, val, chars = plain_gpt.char_splits()
+    val_blocks = tensor_loader(TokenBlocks(val, plain_gpt.BLOCK, stride=plain_gpt.BLOCK), 256, train=False)
     for seed in args.seeds:
         for name, grouping in (("genlit", decay_groups), ("nanogpt", nanogpt_groups)):
             torch.manual_seed(seed)
@@ -68,7 +51,7 @@ def main() -> None:
             for _ in range(args.steps):
                 step()
             wall = time.perf_counter() - start
-            loss = whole_split_loss(net, val)
+            loss = plain_gpt.validation_loss(net, val_blocks, first=1)[1]
             print(f"seed {seed}, {name} decay groups: whole-split val loss {loss:.4f} ({wall:.0f} s)")
 
 

@@ -139,7 +139,7 @@ def main() -> None:
             runs.setdefault(name, []).append(rate)
         extra = statistics.median(g - p for g, p in zip(turns.trained, turns.plain[1:], strict=False))
         print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + f" steps/s; {trained}'s "
-              f"step {1000 * extra:.2f} ms longer than the plain step before it (median)")  # fmt: skip
+              f"step {1000 * extra:.2f} ms longer than the plain step after it (median)")  # fmt: skip
     print("median steps/s: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in runs.items()))
     report_ratio(runs, trained, "plain", note=" (median steps)")
     report_ratio(runs, f"{trained} mean", "plain mean", note=" (mean steps)")

@@ -30,6 +30,29 @@ def shakespeare_path() -> Path:
     return Path(os.environ["GENLIT_DATA_DIR"], "tinyshakespeare", "input.txt")
 
 
+def char_splits() -> tuple[Tensor, Tensor, str]:
+    """Tiny Shakespeare as character ids, split 90/10 contiguously as nanoGPT does: train (N,), val (M,) and the
+    vocabulary (the sorted characters of the whole text)."""
+    text = shakespeare_path().read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    data = torch.tensor([stoi[c] for c in text], dtype=torch.long)  # (N + M,)
+    n = int(0.9 * len(data))
+    return data[:n], data[n:], "".join(chars)
+
+
+def validation_loss(net: GPT, val_loader, first: int) -> tuple[float, float]:
+    """Mean next-token loss (nats per token) of ``net`` over the first ``first`` batches of ``val_loader``, and
+    over all of them."""
+    net.eval()
+    sums, counts = [], []
+    with torch.no_grad():
+        for x, y in val_loader:
+            sums.append(F.cross_entropy(net(x).flatten(0, 1), y.flatten(), reduction="sum").item())
+            counts.append(y.numel())
+    return sum(sums[:first]) / sum(counts[:first]), sum(sums) / sum(counts)
+
+
 def adamw(groups):
     """The optimizer both loops use (nanoGPT's betas; the fused kernel, as the YAML)."""
     return torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.99), fused=True)
