@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 import wandb
 
+from genlit.checkpoints import load_family
 from genlit.cli import GenlitCLI
 from genlit.diffusion import DDIMSampler, DDPMSampler
 from genlit.imaging import samples_picture, save_png
-from genlit.sampling import load_family
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -36,7 +36,7 @@ def draw_grids(ckpt: Path) -> None:
     labels = torch.arange(num) // 10 if model.conditional else None  # one digit per row
     for name, sampler in SAMPLERS.items():
         start = time.perf_counter()
-        samples = model.sample(num, labels, torch.Generator().manual_seed(0), sampler=sampler)
+        samples = model.sample_many(range(num), seed=0, labels=labels, sampler=sampler)
         out = ckpt.parent / f"{name}.png"
         save_png(samples_picture(samples), out)
         print(f"  {name}: {num} samples in {time.perf_counter() - start:.0f} s -> {out}")

@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.args import positive_int
+from genlit.checkpoints import load_family
+from genlit.commands.evaluate import DEFAULT_CACHE, evaluate, reference_features
+from genlit.commands.sample import draw
 from genlit.data.images import ImageDataModule
 from genlit.diffusion import DDIMSampler, DDPMSampler
-from genlit.evaluation import DEFAULT_CACHE, evaluate, reference_features
 from genlit.imaging import to_uint8
-from genlit.metrics.features import make_extractor
-from genlit.sampling import draw, load_family
+from genlit.metrics.extractors import make_extractor
 
 DEFAULT_SAMPLERS = ["DDPM-1000", "DDIM-50", "DDIM-20"]
 
@@ -63,7 +64,7 @@ def main() -> None:
     base = None
     for name, sampler in samplers.items():
         start = time.perf_counter()
-        samples, labels = draw(model, args.num, 250, seed=0, sampler=sampler)
+        samples, labels = draw(model, args.num, seed=0, batch_size=250, sampler=sampler)
         seconds = time.perf_counter() - start
         images = to_uint8(samples).permute(0, 3, 1, 2).contiguous()
         metrics = evaluate(images, labels, extractor, reference, kid_subset_size=min(500, args.num))

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from genlit.checkpoints import load_family
 from genlit.data.toy import DEFAULT_STD, toy_centers
 from genlit.metrics.toy import mode_statistics
-from genlit.sampling import load_family
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments" / "gan"
 TOY = {"toy_ring8": "ring8", "toy_grid25": "grid25"}
@@ -46,7 +46,7 @@ def toy_figures(experiment: str, run_dir: Path) -> str:
     """Mode statistics of 2,500 EMA samples of the final checkpoint."""
     model = load_family(run_dir / "checkpoints" / "last.ckpt").eval()
     name = TOY[experiment]
-    samples = model.sample(2500, generator=torch.Generator().manual_seed(0))
+    samples = model.sample_many(range(2500), seed=0)
     stats = mode_statistics(samples, toy_centers(name), DEFAULT_STD[name])
     modes = len(toy_centers(name))
     return (

@@ -77,7 +77,7 @@ def plain_command(seed: int, out: Path) -> list[str]:
 
 def genlit_net(root: Path) -> tuple[GPT, str]:
     """The final net of the genlit run under ``root`` and its vocabulary."""
-    from genlit.sampling import load_family
+    from genlit.checkpoints import load_family
 
     (ckpt,) = root.glob("*/checkpoints/last.ckpt")
     model = load_family(ckpt)

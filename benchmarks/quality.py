@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 import wandb
 
+from genlit.checkpoints import load_family
 from genlit.cli import GenlitCLI
+from genlit.commands.evaluate import DEFAULT_CACHE, evaluate, reference_features, test_nll
+from genlit.commands.sample import draw
 from genlit.data.images import ImageDataModule
-from genlit.evaluation import DEFAULT_CACHE, evaluate, reference_features, test_nll
 from genlit.imaging import to_uint8
-from genlit.metrics.features import make_extractor
-from genlit.sampling import draw, load_family
+from genlit.metrics.extractors import make_extractor
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = [
@@ -54,7 +55,7 @@ def score(ckpt: Path, num: int, extractor, reference, data: ImageDataModule) -> 
     """Samples of the checkpoint scored against the reference; plus the family's test NLL, if it has one."""
     model = load_family(ckpt).eval()
     with torch.no_grad():
-        samples, labels = draw(model, num, 250, seed=0)
+        samples, labels = draw(model, num, seed=0, batch_size=250)
     images = to_uint8(samples).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
     metrics = evaluate(images, labels, extractor, reference, kid_subset_size=min(1000, num))
     return metrics | test_nll(model, data)

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import wandb
 
+from genlit.checkpoints import load_family
 from genlit.cli import GenlitCLI
 from genlit.data.images import ImageDataModule, to_model_space
-from genlit.sampling import load_family
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "vae" / "vae_mnist.yaml"
 

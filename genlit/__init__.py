@@ -1,6 +1,7 @@
 """genlit: a PyTorch Lightning research framework for generative models.
 
-The public API: the families (LightningModules) and the data modules. They are imported on first use
+The public API: the family contract, every family (LightningModules), every data module and the checkpoint
+loader. They are imported on first use
 (PEP 562), so ``import genlit.nets.gpt`` or a language-model run does not pay for the image stack
 (``datasets``, PIL, the GAN and VAE modules).
 """
@@ -8,10 +9,21 @@ The public API: the families (LightningModules) and the data modules. They are i
 from importlib import import_module
 
 _EXPORTS = {
+    # the family contract and per-sample seeding
+    "GenerativeFamily": "genlit.families.base",
+    "SampleRNG": "genlit.seeding",
+    # the families (and genlit's evaluation classifier)
     "GAN": "genlit.families.gan",
     "VAE": "genlit.families.vae",
+    "Diffusion": "genlit.families.diffusion",
+    "AutoregressiveLM": "genlit.families.autoregressive",
+    "Classifier": "genlit.families.classifier",
+    # the data modules
     "ImageDataModule": "genlit.data.images",
     "ToyDataModule": "genlit.data.toy",
+    "TextDataModule": "genlit.data.text",
+    # loading any of them back from a checkpoint
+    "load_family": "genlit.checkpoints",
 }
 
 __all__ = list(_EXPORTS)

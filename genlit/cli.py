@@ -1,4 +1,5 @@
-"""The ``genlit`` command: LightningCLI (fit/validate/test/predict) plus ``genlit sample``.
+"""The ``genlit`` command: LightningCLI (fit/validate/test/predict) plus ``genlit sample`` and ``genlit evaluate``
+(:mod:`genlit.commands`).
 
 Each run gets its own directory ``<trainer.default_root_dir>/<YYYYmmdd-HHMMSS>/`` holding the saved
 ``config.yaml`` (which reproduces the run), ``checkpoints/``, ``samples/`` and the logger's files.
@@ -18,9 +19,9 @@ from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from lightning.pytorch.cli import LightningCLI
 
 from genlit.callbacks.progress import ThrottledProgressBar
-from genlit.cli_errors import USER_ERRORS, error_line
+from genlit.commands.errors import USER_ERRORS, UsageError, error_line
 
-EXTRA_COMMANDS = {"sample": "genlit.sampling:main", "evaluate": "genlit.evaluation:main"}
+EXTRA_COMMANDS = {"sample": "genlit.commands.sample:main", "evaluate": "genlit.commands.evaluate:main"}
 LOGGERS_WITH_SUBDIRS = ("TensorBoardLogger", "CSVLogger")
 DEBUG_ENV = "GENLIT_DEBUG"
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     except (*USER_ERRORS, ArgumentError) as err:
         if os.environ.get(DEBUG_ENV):
             raise
-        hint = "" if isinstance(err, ArgumentError) else f"  (set {DEBUG_ENV}=1 for the traceback)"
+        hint = "" if isinstance(err, (ArgumentError, UsageError)) else f"  (set {DEBUG_ENV}=1 for the traceback)"
         print(f"genlit: error: {error_line(err)}{hint}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:

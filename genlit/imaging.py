@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from genlit.files import atomic_write
 
 _POINT_COLOR = (31, 119, 180)  # blue
 _CENTER_COLOR = (214, 39, 40)  # red
@@ -156,23 +157,14 @@ def samples_picture(samples: Tensor, nrow: int | None = None, centers: np.ndarra
 def save_png(picture: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a uint8 picture (H, W, C) with C in {1, 3, 4} (or (H, W)) to ``path`` as PNG; return the path.
 
-    Parent folders are created. The file is written to a temporary file in the same folder and moved into
-    place with ``os.replace``, so a reader never sees a half-written PNG. Grey pictures are saved as mode L.
+    Parent folders are created and the write is atomic (:func:`genlit.files.atomic_write`): a reader never sees
+    a half-written PNG. Grey pictures are saved as mode L.
     """
     array = _as_uint8_array(picture)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]  # (H, W)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ValueError(f"save_png expects a picture (H, W, C) with C in 1, 3, 4; got shape {picture.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name opened with "xb" (not mkstemp, whose 0600 mode would stick to the final file).
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp_path, "xb") as tmp:
-            Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path) as handle:
+        Image.fromarray(array).save(handle, format="PNG")
+    return Path(path)

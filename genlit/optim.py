@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 from torch import nn
 from torch.optim import Optimizer
@@ -34,12 +35,18 @@ def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def stepped_every_step(optimizer: Optimizer, scheduler_factory: Callable[[Optimizer], LRScheduler] | None):
+def optimizer_config(
+    optimizer: Optimizer,
+    scheduler_factory: Callable[[Optimizer], LRScheduler] | None,
+    interval: Literal["step", "epoch"] = "step",
+):
     """What ``configure_optimizers`` returns for ``optimizer`` and, when given, a scheduler built by
-    ``scheduler_factory`` that Lightning steps after every optimizer step (not every epoch)."""
+    ``scheduler_factory`` that Lightning steps after every optimizer step (``"step"``) or every epoch."""
+    if interval not in ("step", "epoch"):
+        raise ValueError(f"a scheduler interval is 'step' or 'epoch', got {interval!r}")
     if scheduler_factory is None:
-        return optimizer
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler_factory(optimizer), "interval": "step"}}
+        return {"optimizer": optimizer}
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler_factory(optimizer), "interval": interval}}
 
 
 class WarmupCosineLR(LRScheduler):

@@ -26,7 +26,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from genlit.callbacks.sample_grid import StepCrossing, fixed_noise_samples, logger_step
+from genlit.callbacks.loggers import logger_step
+from genlit.callbacks.sample_grid import StepCrossing, fixed_noise_samples
+from genlit.families.protocols import Adversarial, Generative
 
 # Table columns: (header, metric name logged by the GAN family).
 _COLUMNS = (("g_loss", "train/g_loss"), ("d_loss", "train/d_loss"), ("D(x)", "train/d_real"))
@@ -73,8 +75,9 @@ def _should_log_step_metrics(trainer: pl.Trainer) -> bool:
 class GANMonitor(Callback):
     """Monitor GAN health: G/D gradient norms, fixed-noise sample diversity and a per-epoch loss table.
 
-    The module must have ``generator`` and ``discriminator`` sub-modules, ``sample(num, labels,
-    generator)`` and one optimizer for each network (as :class:`genlit.families.gan.GAN`).
+    The module must be a generative family with ``generator`` and ``discriminator`` sub-modules and one
+    optimizer for each network (:class:`~genlit.families.protocols.Adversarial`, as
+    :class:`genlit.families.gan.GAN`).
 
     Args:
         check_every_n_steps: period of the diversity check in optimizer steps (``trainer.global_step``);
@@ -112,11 +115,10 @@ class GANMonitor(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check the module is a GAN and forget the previous fit's table (a resume reloads it afterwards)."""
-        missing = [n for n in ("generator", "discriminator", "sample") if not hasattr(pl_module, n)]
-        if missing:
+        if not (isinstance(pl_module, Adversarial) and isinstance(pl_module, Generative)):
             raise ValueError(
-                f"GANMonitor needs a GAN module with generator, discriminator and sample(); "
-                f"{type(pl_module).__name__} lacks {', '.join(missing)}"
+                f"GANMonitor needs a GAN (a generative family with generator and discriminator networks); "
+                f"got {type(pl_module).__name__}"
             )
         if stage == "fit":
             self.rows, self.diversity, self._real_diversity = [], [], None

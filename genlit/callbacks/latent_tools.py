@@ -3,9 +3,10 @@
 Pure functions (:func:`lerp`, :func:`slerp`, :func:`traversal`) build latent paths; the callbacks
 (:class:`ReconstructionGrid`, :class:`LatentInterpolation`, :class:`LatentTraversal`) decode them on a
 fixed set of validation images and save ``<run_dir>/latents/<name>_step_{global_step:07d}.png``, also sent
-to the configured loggers (:func:`~genlit.callbacks.sample_grid.log_picture`). Prior samples are drawn by
-:class:`~genlit.callbacks.sample_grid.SampleGrid`. The module needs ``encode(x, labels) -> (mu, logvar)``
-and ``decode(z, labels) -> images in [-1, 1]``, as :class:`genlit.families.vae.VAE` has.
+to the configured loggers (:func:`~genlit.callbacks.loggers.log_picture`). Prior samples are drawn by
+:class:`~genlit.callbacks.sample_grid.SampleGrid`. The module is a generative family of images with the
+:class:`~genlit.families.protocols.LatentVariable` capability (``encode(x, labels) -> (mu, logvar)``,
+``decode(z, labels)`` to images in [-1, 1], ``reconstruct``, ``latent_dim``), as :class:`genlit.families.vae.VAE`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 
-from genlit.callbacks.sample_grid import PeriodicPicture, log_picture
+from genlit.callbacks.loggers import log_picture
+from genlit.callbacks.sample_grid import PeriodicPicture
+from genlit.families.protocols import DataShaped, Generative, LatentVariable
 from genlit.imaging import image_grid, save_png, to_uint8
 
 
@@ -92,7 +95,7 @@ class _LatentPicture(PeriodicPicture):
     implement ``_picture_images(pl_module, x, y) -> (images (N, C, H, W), images per row)``.
     """
 
-    name, key, required = "latent", "latents", ("encode", "decode")
+    name, key = "latent", "latents"
 
     def __init__(self, every_n_steps: int) -> None:
         super().__init__(every_n_steps)
@@ -107,15 +110,12 @@ class _LatentPicture(PeriodicPicture):
         """Check before fitting that the module has the latent methods and image data (C, H, W)."""
         if stage != "fit":
             return
-        missing = [m for m in self.required if not callable(getattr(pl_module, m, None))]
-        if missing:
+        capable = all(isinstance(pl_module, p) for p in (Generative, LatentVariable, DataShaped))
+        if not capable or len(pl_module.data_shape) != 3:
             raise ValueError(
-                f"{type(self).__name__} needs a VAE-like module with {', '.join(self.required)}; "
-                f"{type(pl_module).__name__} has no {', '.join(missing)}"
+                f"{type(self).__name__} needs a VAE-like generative family of images (encode, decode, reconstruct, "
+                f"latent_dim; data_shape (C, H, W)); got {type(pl_module).__name__}"
             )
-        shape = tuple(getattr(pl_module, "data_shape", (0, 0, 0)))
-        if len(shape) != 3:
-            raise ValueError(f"{type(self).__name__} draws images (C, H, W); the module's data_shape is {shape}")
 
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -161,14 +161,8 @@ class _LatentPicture(PeriodicPicture):
             )
         x = None if self._x is None else self._x.to(pl_module.device)  # (N, C, H, W)
         y = None if self._y is None else self._y.to(pl_module.device)  # (N,)
-        modes = {module: module.training for module in pl_module.modules()}
-        pl_module.eval()
-        try:
-            with torch.no_grad():
-                images, nrow = self._picture_images(pl_module, x, y)  # (M, C, H, W)
-        finally:
-            for module, mode in modes.items():
-                module.train(mode)
+        with pl_module.eval_mode(), pl_module.ema_weights(), torch.no_grad():
+            images, nrow = self._picture_images(pl_module, x, y)  # (M, C, H, W)
         picture = image_grid(to_uint8(images), nrow=nrow)
         run_dir = self._run_dir or Path(trainer.default_root_dir)
         path = run_dir / "latents" / f"{self.name}_step_{trainer.global_step:07d}.png"
@@ -179,9 +173,9 @@ class _LatentPicture(PeriodicPicture):
         raise NotImplementedError
 
     @staticmethod
-    def _labels(pl_module: pl.LightningModule, y: Tensor | None) -> Tensor | None:
+    def _labels(pl_module: Generative, y: Tensor | None) -> Tensor | None:
         """The labels to pass: ``y`` for conditional modules, else None."""
-        return y if getattr(pl_module, "conditional", False) else None
+        return y if pl_module.conditional else None
 
 
 class ReconstructionGrid(_LatentPicture):
@@ -193,7 +187,6 @@ class ReconstructionGrid(_LatentPicture):
     """
 
     name, key = "reconstruction", "reconstructions"
-    required = ("encode", "decode", "reconstruct")
 
     def __init__(self, num_images: int = 32, every_n_steps: int = 1000) -> None:
         if num_images < 1:
@@ -247,8 +240,8 @@ class LatentTraversal(_LatentPicture):
     Around the posterior mean of the first fixed validation image (or z = 0 with ``from_prior``), each of
     the first ``dims`` latent dimensions (or the listed indices) is set to each of ``values`` (shifted by
     them with ``relative``) and decoded (Higgins et al. 2017, https://openreview.net/forum?id=Sy2fzU9gl).
-    Conditional modules use that image's label. Requested dimensions beyond the module's ``latent_dim``
-    (``hparams.latent_dim``) are an error at setup. Fires like :class:`ReconstructionGrid`.
+    Conditional modules use that image's label. Requested dimensions beyond the module's ``latent_dim`` are
+    an error at setup. Fires like :class:`ReconstructionGrid`.
     """
 
     name, key = "traversal", "traversals"
@@ -276,13 +269,11 @@ class LatentTraversal(_LatentPicture):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check the module (see the base class) and that the requested dimensions exist."""
         super().setup(trainer, pl_module, stage)
-        self._conditional = bool(getattr(pl_module, "conditional", False))
-        hparams = getattr(pl_module, "hparams", {})
-        latent_dim = hparams.get("latent_dim") if hasattr(hparams, "get") else None
-        latent_dim = self._latent_dim = latent_dim or getattr(pl_module, "latent_dim", None)
-        if latent_dim is None and self.from_prior:
-            raise ValueError("LatentTraversal(from_prior=True) needs the module's hparams.latent_dim")
-        if latent_dim is not None and max(self.dims) >= latent_dim:
+        if stage != "fit":
+            return
+        self._conditional = pl_module.conditional
+        latent_dim = self._latent_dim = int(pl_module.latent_dim)
+        if max(self.dims) >= latent_dim:
             raise ValueError(
                 f"LatentTraversal dims {self.dims} exceed latent_dim {latent_dim}; use indices below {latent_dim}"
             )

@@ -1,8 +1,8 @@
 """SampleGrid: save and log a picture of fixed-noise samples during training.
 
 Also the home of small helpers other callbacks reuse: :class:`StepCrossing` (fire when ``global_step``
-passes a multiple of N, robust to GANs advancing it by 2+ per batch), :func:`fixed_noise_samples`,
-:func:`logger_step` and :func:`log_picture` (send a picture to whichever loggers are configured).
+passes a multiple of N, robust to GANs advancing it by 2+ per batch), :class:`PeriodicPicture` and
+:func:`fixed_noise_samples`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from genlit.callbacks.loggers import log_picture
+from genlit.families.protocols import DataShaped, Generative
 from genlit.imaging import samples_picture, save_png
+from genlit.seeding import SampleRNG
 
 
 class StepCrossing:
@@ -55,45 +55,12 @@ class StepCrossing:
         return True
 
 
-def logger_step(trainer: pl.Trainer) -> int:
-    """The step Lightning gives loggers for scalar metrics (batches that stepped), so pictures line up.
-
-    It equals ``global_step`` for one optimizer without accumulation; a GAN's ``global_step`` is larger.
+def fixed_noise_samples(pl_module: Generative, num_samples: int, seed: int, **sample_kwargs) -> Any:
+    """The module's samples 0..num_samples-1 under ``seed``: the same noise (and, for a conditional module, the
+    balanced labels ``i % num_classes``) every call. ``sample_kwargs`` go to ``sample`` (e.g. ``use_ema=False``).
     """
-    epoch_loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    return int(getattr(epoch_loop, "_batches_that_stepped", trainer.global_step))
-
-
-def log_picture(trainer: pl.Trainer, key: str, picture: np.ndarray, step: int | None = None) -> None:
-    """Send a uint8 picture (H, W, C) to the trainer's loggers (global rank zero only).
-
-    W&B gets ``log_image(key=key, images=[picture], step=step)``; TensorBoard gets
-    ``experiment.add_image(key, (C, H, W) tensor, step)``; other loggers (CSV) get nothing. ``step``
-    defaults to :func:`logger_step`, the x-axis of the scalar metrics.
-    """
-    if not trainer.is_global_zero:
-        return
-    step = logger_step(trainer) if step is None else step
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[picture], step=step)
-        elif isinstance(logger, TensorBoardLogger):
-            chw = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)  # (C, H, W) uint8
-            logger.experiment.add_image(key, chw, step)
-
-
-def fixed_noise_samples(pl_module: pl.LightningModule, num_samples: int, seed: int, **sample_kwargs) -> torch.Tensor:
-    """``pl_module.sample`` on the same noise every call: a fresh generator seeded with ``seed``, no grad.
-
-    Conditional modules (``conditional`` True) get ``labels = arange(num_samples) % num_classes``;
-    ``sample_kwargs`` go to ``sample`` (e.g. ``use_ema=False``).
-    """
-    labels = None
-    if getattr(pl_module, "conditional", False):
-        labels = torch.arange(num_samples, device=pl_module.device) % pl_module.num_classes  # (N,)
-    generator = torch.Generator(device=pl_module.device).manual_seed(seed)
-    with torch.no_grad():
-        return pl_module.sample(num_samples, labels=labels, generator=generator, **sample_kwargs)
+    rng = SampleRNG(range(num_samples), seed, pl_module.device)
+    return pl_module.sample(num_samples, generator=rng, **sample_kwargs)
 
 
 class PeriodicPicture(Callback):
@@ -132,10 +99,10 @@ class SampleGrid(PeriodicPicture):
     """Save ``<run_dir>/samples/step_{global_step:07d}.png`` of fixed-noise samples and log it.
 
     Every ``every_n_steps`` optimizer steps (crossing logic, see :class:`StepCrossing`) and once when
-    training ends, the module's ``sample(num_samples, labels, generator)`` is called under
-    ``torch.no_grad()`` with a freshly seeded ``torch.Generator``, so every picture uses the same noise and
-    shows how the model evolves. Conditional modules get ``labels = arange(num_samples) % num_classes`` and,
-    unless ``nrow`` is given, ``num_classes`` images per row, so each column is one class. Images become a
+    training ends, the module draws samples 0..num_samples-1 under ``seed`` (:func:`fixed_noise_samples`), so
+    every picture uses the same noise and shows how the model evolves. Conditional modules draw the balanced
+    labels ``i % num_classes`` and, unless ``nrow`` is given, put ``num_classes`` images per row, so each
+    column is one class. Images become a
     grid, 2-D toy data a scatter (with ``trainer.datamodule.centers`` when the data module has them).
     ``run_dir`` is ``trainer.log_dir`` (or ``default_root_dir``). Sampling, writing and logging happen on
     global rank zero only.
@@ -156,13 +123,13 @@ class SampleGrid(PeriodicPicture):
         self.nrow = nrow
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check before fitting that the module can be drawn: ``sample`` and (C, H, W) or (2,) data."""
+        """Check before fitting that the module can be drawn: a generative family with (C, H, W) or (2,) data."""
         if stage != "fit":
             return
-        shape = tuple(getattr(pl_module, "data_shape", ()))
-        if not callable(getattr(pl_module, "sample", None)) or not (len(shape) == 3 or shape == (2,)):
+        shape = tuple(pl_module.data_shape) if isinstance(pl_module, DataShaped) else ()
+        if not isinstance(pl_module, Generative) or not (len(shape) == 3 or shape == (2,)):
             raise ValueError(
-                f"SampleGrid needs a module with sample() and data_shape (C, H, W) or (2,); "
+                f"SampleGrid needs a generative family with data_shape (C, H, W) or (2,); "
                 f"got {type(pl_module).__name__} with data_shape {shape or None}"
             )
 
@@ -172,7 +139,7 @@ class SampleGrid(PeriodicPicture):
             return
         samples = fixed_noise_samples(pl_module, self.num_samples, self.seed)
         nrow = self.nrow
-        if nrow is None and getattr(pl_module, "conditional", False):
+        if nrow is None and pl_module.conditional:
             nrow = pl_module.num_classes
         centers = getattr(trainer.datamodule, "centers", None) if trainer.datamodule is not None else None
         picture = samples_picture(samples, nrow=nrow, centers=centers)

@@ -6,19 +6,22 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from genlit.callbacks.sample_grid import fixed_noise_samples
+from genlit.families.protocols import DataShaped, Generative
 from genlit.imaging import to_uint8
-from genlit.metrics.features import FeatureExtractor, extract, make_extractor
+from genlit.metrics.extractors import make_extractor
+from genlit.metrics.features import FeatureExtractor, extract
 from genlit.metrics.fidelity import SampleQuality
+from genlit.seeding import rank_range
 
 
 class SampleQualityMonitor(Callback):
     """Every ``every_n_epochs`` validation epochs, draw ``num_samples`` samples and log ``val/fid``,
     ``val/kid``, ``val/precision`` and ``val/recall`` against the DataModule's validation images.
 
-    Under DDP each rank draws its share of the samples (seeded per rank) and extracts features of its shard
-    of the validation images; the torchmetrics states are gathered, so the figures are those of one
-    process seeing everything. Keep ``num_samples`` small on CPU: sampling stalls training meanwhile.
+    The samples are 0..num_samples-1 under ``seed`` (per-sample seeding: the same noise every evaluation).
+    Under DDP each rank draws a disjoint range of those indices and extracts features of its shard of the
+    validation images; the torchmetrics states are gathered, so the figures are those of one process seeing
+    everything, on the same samples. Keep ``num_samples`` small on CPU: sampling stalls training meanwhile.
 
     Args:
         extractor: a genlit classifier checkpoint, a run root of one (its newest ``last.ckpt``), or
@@ -47,8 +50,13 @@ class SampleQualityMonitor(Callback):
         self._real: torch.Tensor | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Load the extractor (a clear error if it is missing) before any training happens."""
-        if stage == "fit" and self.extractor is None:
+        """Check the module draws images and load the extractor (clear errors) before any training happens."""
+        if stage != "fit":
+            return
+        if not (isinstance(pl_module, Generative) and isinstance(pl_module, DataShaped)):
+            name = type(pl_module).__name__
+            raise ValueError(f"SampleQualityMonitor needs a generative family of images, got {name}")
+        if self.extractor is None:
             self.extractor = make_extractor(self.spec)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -73,13 +81,8 @@ class SampleQualityMonitor(Callback):
         return self._real
 
     @torch.no_grad()
-    def _samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
-        """This rank's share of uint8 samples (n, C, H, W)."""
-        share = -(-self.num_samples // trainer.world_size)
-        seed = self.seed + 1000 * trainer.global_rank
-        chunks = []
-        for start in range(0, share, self.batch_size):
-            size = min(self.batch_size, share - start)
-            samples = fixed_noise_samples(pl_module, size, seed + start)  # (size, C, H, W) in [-1, 1]
-            chunks.append(to_uint8(samples).permute(0, 3, 1, 2))
-        return torch.cat(chunks)
+    def _samples(self, trainer: L.Trainer, pl_module: Generative) -> torch.Tensor:
+        """This rank's share of the uint8 samples (n, C, H, W): a disjoint range of the sample indices."""
+        start, stop = rank_range(self.num_samples, trainer.global_rank, trainer.world_size)
+        samples = pl_module.sample_many(range(start, stop), seed=self.seed, batch_size=self.batch_size)
+        return to_uint8(samples).permute(0, 3, 1, 2)  # (n, C, H, W)

@@ -5,18 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from genlit.callbacks.sample_grid import PeriodicPicture, logger_step
-from genlit.families.token_sampling import check_sampling_options
+from genlit.callbacks.loggers import log_texts
+from genlit.callbacks.sample_grid import PeriodicPicture, fixed_noise_samples
+from genlit.families.protocols import Generative, TextModel
 
 
 class TextSamples(PeriodicPicture):
     """Write ``<run_dir>/samples/step_{global_step:07d}.txt`` with continuations of ``prompt`` and log them.
 
-    Every ``every_n_steps`` optimizer steps and once when training ends (rank zero only), the module's
-    ``sample(num_samples, prompt=..., max_new_tokens=..., generator=...)`` runs with a freshly seeded generator,
+    Every ``every_n_steps`` optimizer steps and once when training ends (rank zero only), the module draws
+    samples 0..num_samples-1 under ``seed`` with ``sample(num_samples, prompt=..., max_new_tokens=..., ...)``,
     so successive files show the same draws as the model improves. W&B gets a table (``samples/text``),
     TensorBoard a text entry.
 
@@ -40,42 +39,30 @@ class TextSamples(PeriodicPicture):
         every_n_steps: int = 500,
         seed: int = 0,
     ) -> None:
-        if num_samples < 1 or max_new_tokens < 1:
-            raise ValueError(f"num_samples and max_new_tokens must be >= 1; got {num_samples}, {max_new_tokens}")
-        check_sampling_options(temperature, top_k, top_p)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1; got {num_samples}")
         super().__init__(every_n_steps)
-        self.prompt, self.num_samples, self.max_new_tokens, self.seed = prompt, num_samples, max_new_tokens, seed
-        self.options = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+        self.num_samples, self.seed = num_samples, seed
+        self.options = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                        "top_k": top_k, "top_p": top_p}  # fmt: skip
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check before fitting that the module is a language model whose tokenizer encodes the prompt."""
-        if stage == "fit" and not callable(getattr(pl_module, "encode_prompt", None)):
+        """Check before fitting that the module is a language model that takes these sampling options."""
+        if stage == "fit" and not (isinstance(pl_module, TextModel) and isinstance(pl_module, Generative)):
             raise ValueError(f"TextSamples needs a language model (AutoregressiveLM), got {type(pl_module).__name__}")
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Fail early on a prompt the tokenizer cannot encode, then start counting steps."""
-        pl_module.encode_prompt(self.prompt)
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Generative) -> None:
+        """Fail early on options the model refuses (a prompt its tokenizer cannot encode), then count steps."""
+        pl_module.check_sample_options(**self.options)
         super().on_train_start(trainer, pl_module)
 
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Generate, save the text file and log it (rank zero)."""
         if not trainer.is_global_zero:
             return
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        texts = pl_module.sample(
-            self.num_samples,
-            prompt=self.prompt,
-            max_new_tokens=self.max_new_tokens,
-            generator=generator,
-            **self.options,
-        )
+        texts = fixed_noise_samples(pl_module, self.num_samples, self.seed, **self.options)
         path = Path(self._run_dir or trainer.default_root_dir) / "samples" / f"step_{trainer.global_step:07d}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"--- sample {i + 1} ---\n{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
         self.saved.append(path)
-        step = logger_step(trainer)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_text("samples/text", columns=["step", "text"], data=[[step, t] for t in texts], step=step)
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("samples/text", "\n\n---\n\n".join(texts), step)
+        log_texts(trainer, "samples/text", texts)

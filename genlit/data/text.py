@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -32,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from genlit.data.hub import load_raw_dataset, resolve_dataset
 from genlit.data.tensors import tensor_loader
 from genlit.data.tokenizers import BPETokenizer, Tokenizer, TokenizerName, build_tokenizer, tokenizer_from_json
+from genlit.files import atomic_write
 
 if TYPE_CHECKING:  # imported where used (Hub and dataset sources): `datasets` takes about 2 s to import
     import datasets
@@ -104,22 +103,6 @@ def _read_text_file(path: str) -> str:
         raise ValueError(
             f"{path!r} is not UTF-8 text (bad byte at offset {err.start}); convert it, e.g. iconv -t UTF-8"
         ) from None
-
-
-def _publish(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` atomically through a temporary file; when it already exists, the first writer wins."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        try:
-            os.link(tmp, path)  # atomic and fails when another process published first
-        except FileExistsError:
-            pass
-        except OSError:  # a file system without hard links
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class TextDataModule(L.LightningDataModule):
@@ -198,7 +181,8 @@ class TextDataModule(L.LightningDataModule):
                 texts = self._split_texts()
                 held_out = [texts["val"]] if texts["test"] is texts["val"] else [texts["val"], texts["test"]]
                 built = build_tokenizer(self.hparams.tokenizer, texts["train"], self.hparams.bpe_vocab_size, held_out)
-                _publish(path, lambda tmp: tmp.write_text(built.to_json(), encoding="utf-8"))
+                with atomic_write(path, "w", encoding="utf-8", replace=False) as handle:
+                    handle.write(built.to_json())
             self._tokenizer = tokenizer_from_json(path.read_text(encoding="utf-8"))  # the published one
         return self._tokenizer
 
@@ -356,4 +340,5 @@ class TextDataModule(L.LightningDataModule):
                 encoded[split] = encoded["val"]  # one tensor, saved once
             else:
                 encoded[split] = torch.tensor(tokenizer.encode(text), dtype=torch.int64)  # (N,)
-        _publish(self._cache_path("corpus.pt"), lambda tmp: torch.save(encoded, tmp))
+        with atomic_write(self._cache_path("corpus.pt"), replace=False) as handle:
+            torch.save(encoded, handle)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -22,9 +21,10 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from genlit.data.tokenizers import Tokenizer, tokenizer_from_json
-from genlit.families.step_logging import StepLogger
+from genlit.families.base import GenerativeFamily
 from genlit.families.token_sampling import check_sampling_options, sample_next
-from genlit.optim import decay_groups, stepped_every_step
+from genlit.optim import decay_groups
+from genlit.seeding import SampleRNG
 
 LMNetFactory = Callable[[int, int], nn.Module]
 """A net class taking ``(vocab_size, block_size)`` (e.g. ``genlit.nets.gpt.GPT``, ``genlit.nets.rnn.CharRNN``),
@@ -33,7 +33,7 @@ with ``forward(idx, cache=None)`` -> logits (B, T, V), ``new_cache(batch_size)``
 TOKENIZER_KEY = "genlit_tokenizer"
 
 
-class AutoregressiveLM(L.LightningModule):
+class AutoregressiveLM(GenerativeFamily):
     """Next-token language model with the net passed in.
 
     Args:
@@ -58,7 +58,7 @@ class AutoregressiveLM(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler)
         if vocab_size < 1 or block_size < 1:
             raise ValueError(
                 f"vocab_size and block_size must be positive, got {vocab_size} and {block_size}; they come from "
@@ -71,11 +71,9 @@ class AutoregressiveLM(L.LightningModule):
         self.tokenizer: Tokenizer | None = None
         self.val_loss, self.val_bits = MeanMetric(), MeanMetric()
         self.test_loss, self.test_bits = MeanMetric(), MeanMetric()
-        self._factories = (optimizer, lr_scheduler)
         # a tuple, so the (compiled) forward is not registered as a second copy of the net's weights
         self._forward = (torch.compile(self.net) if compile else self.net,)
         self._unit_lengths: Tensor | None = None
-        self._step_logger = StepLogger(self, "train", prog_bar=("loss",))
 
     # ----------------------------------------------------------------------------------------- tokenizer
     def set_tokenizer(self, tokenizer: Tokenizer) -> None:
@@ -124,12 +122,8 @@ class AutoregressiveLM(L.LightningModule):
         x, y = batch
         logits = self(x)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        self._step_logger.record(loss=loss)
+        self.log_train_step(loss=loss)
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        """Log the epoch means of the training metrics."""
-        self._step_logger.log_epoch_means()
 
     # --------------------------------------------------------------------------------------- evaluation
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -184,26 +178,32 @@ class AutoregressiveLM(L.LightningModule):
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | SampleRNG | None = None,
         on_tokens: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
         """Continue token ids ``prompt`` (B, T0) by ``max_new_tokens`` sampled tokens: (B, T0 + max_new_tokens).
 
-        Uses the net's cache (keys and values of a transformer, the hidden state of an RNN), so each new token
-        costs one position. A transformer conditions on at most its last ``context_size`` tokens, as a full
-        recomputation over the cropped sequence would: once the context is full, each step re-reads it.
-        ``on_tokens`` is called with each new column of tokens (B,), for streaming.
+        Row b draws its tokens from its own stream when ``generator`` is a :class:`~genlit.seeding.SampleRNG`
+        (as for :meth:`~genlit.families.base.GenerativeFamily.sample`). Uses the net's cache (keys and values of
+        a transformer, the hidden state of an RNN), so each new token costs one position. A transformer
+        conditions on at most its last ``context_size`` tokens, as a full recomputation over the cropped
+        sequence would: once the context is full, each step re-reads it. ``on_tokens`` is called with each new
+        column of tokens (B,), for streaming. Runs in eval mode.
         """
         check_sampling_options(temperature, top_k, top_p)
-        was_training = self.net.training
-        self.net.eval()
+        rng = SampleRNG.for_call(len(prompt), generator, self.device)
+        with self.eval_mode():
+            return self._generate(prompt.to(self.device), max_new_tokens, temperature, top_k, top_p, rng, on_tokens)
+
+    def _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, rng, on_tokens) -> Tensor:
         context = getattr(self.net, "context_size", None)
-        seq = prompt.to(self.device) if context is None else prompt[:, -context:].to(self.device)  # (B, T0')
+        seq = prompt if context is None else prompt[:, -context:]  # (B, T0')
         cache = self.net.new_cache(seq.size(0))
         logits = self.net(seq, cache)[:, -1]  # (B, V)
         new = []
         for _ in range(max_new_tokens):
-            token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            uniform = rng.rand() if temperature > 0 else None  # (B,)
+            token = sample_next(logits, temperature, top_k, top_p, uniform=uniform)  # (B,)
             new.append(token)
             if on_tokens is not None:
                 on_tokens(token)
@@ -213,8 +213,7 @@ class AutoregressiveLM(L.LightningModule):
                 logits = self.net(window, cache)[:, -1]
             else:
                 logits = self.net(token[:, None], cache)[:, -1]  # (B, V)
-        self.net.train(was_training)
-        return torch.cat([prompt.to(self.device), *[t[:, None] for t in new]], 1)
+        return torch.cat([prompt, *[t[:, None] for t in new]], 1)
 
     def encode_prompt(self, prompt: str) -> Tensor:
         """Token ids (1, T) of a text prompt (a clear error for text the tokenizer cannot encode)."""
@@ -225,26 +224,42 @@ class AutoregressiveLM(L.LightningModule):
             raise ValueError("the prompt is empty; give at least one character (e.g. a newline)")
         return torch.tensor([ids], dtype=torch.long, device=self.device)
 
-    @torch.no_grad()
-    def sample(
+    def draw(
         self,
         num: int,
-        labels: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        labels: Tensor | None,
+        rng: SampleRNG,
+        *,
         prompt: str = "\n",
-        max_new_tokens: int = 256,
-        **options,
+        max_new_tokens: int = 500,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
     ) -> list[str]:
-        """``num`` texts continuing ``prompt`` (the prompt included); ``options`` as for :meth:`generate`."""
-        if labels is not None:
-            raise ValueError("language models are not class-conditional; drop the labels")
+        """``num`` texts continuing ``prompt`` (the prompt included), each from its own stream of ``rng``.
+
+        Args:
+            prompt: the text continued (it must encode with the model's tokenizer).
+            max_new_tokens: tokens generated per text.
+            temperature: 0 is greedy.
+            top_k: sample among the k most likely tokens.
+            top_p: nucleus sampling: among the smallest set of tokens of probability mass p.
+        """
         ids = self.encode_prompt(prompt).expand(num, -1)  # (num, T0)
-        out = self.generate(ids, max_new_tokens, generator=generator, **options)  # (num, T0 + new)
+        out = self._generate(ids, max_new_tokens, temperature, top_k, top_p, rng, None)  # (num, T0 + new)
         return [self.tokenizer.decode(row.tolist()) for row in out]
 
+    def validate_sample_options(
+        self, prompt=None, max_new_tokens=1, temperature=1.0, top_k=None, top_p=None, **_
+    ) -> None:
+        """A prompt the tokenizer encodes, a positive token count, and the temperature, top-k and top-p ranges."""
+        if prompt is not None:
+            self.encode_prompt(prompt)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        check_sampling_options(temperature, top_k, top_p)
+
     # -------------------------------------------------------------------------------------- optimization
-    def configure_optimizers(self):
-        """The optimizer over decay / no-decay groups and, when given, its scheduler stepped every step."""
-        optimizer_factory, scheduler_factory = self._factories
-        groups = decay_groups(self.net, self.hparams.weight_decay)
-        return stepped_every_step(optimizer_factory(groups), scheduler_factory)
+    def optimized_parameters(self) -> list[dict]:
+        """Two param groups: weight matrices with ``weight_decay``, everything else without."""
+        return decay_groups(self.net, self.hparams.weight_decay)

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from genlit.families.step_logging import StepLogger
+from genlit.families.base import TrainingModule
 
 ClassifierFactory = Callable[[tuple[int, ...], int], nn.Module]
 """A net class taking ``(data_shape, num_classes)``, with ``forward`` -> logits and ``features``."""
 
 
-class Classifier(L.LightningModule):
+class Classifier(TrainingModule):
     """Cross-entropy image classifier with the net passed in.
 
     Args:
@@ -33,6 +32,8 @@ class Classifier(L.LightningModule):
         optimizer / lr_scheduler: factories; the scheduler is stepped every epoch.
     """
 
+    scheduler_interval = "epoch"
+
     def __init__(
         self,
         net: ClassifierFactory,
@@ -42,7 +43,7 @@ class Classifier(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler)
         if num_classes < 2:
             raise ValueError(
                 f"a classifier needs labelled data with >= 2 classes, got {num_classes}; set --data.label_column"
@@ -52,8 +53,6 @@ class Classifier(L.LightningModule):
         self.net = net(self.data_shape, num_classes)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self._factories = (optimizer, lr_scheduler)
-        self._step_logger = StepLogger(self, "train", prog_bar=("loss",))
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (B, K) of model-space images x (B, C, H, W) in [-1, 1]."""
@@ -67,12 +66,8 @@ class Classifier(L.LightningModule):
         """Cross-entropy on labelled images."""
         x, y = batch
         loss = F.cross_entropy(self.net(x), y, label_smoothing=self.hparams.label_smoothing)
-        self._step_logger.record(loss=loss)
+        self.log_train_step(loss=loss)
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        """Log the epoch mean of the training loss."""
-        self._step_logger.log_epoch_means()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """``val/loss`` and ``val/acc``."""
@@ -88,11 +83,3 @@ class Classifier(L.LightningModule):
         accuracy.update(logits, y)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(x))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, batch_size=len(x))
-
-    def configure_optimizers(self):
-        """The optimizer and, when given, its scheduler stepped every epoch."""
-        optimizer_factory, scheduler_factory = self._factories
-        optimizer = optimizer_factory(self.parameters())
-        if scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler_factory(optimizer)}

@@ -14,39 +14,39 @@ Metrics: ``train|val|test/loss`` and the loss by timestep quartile (``loss_q1`` 
 least noisy quarter of the timesteps), ``test/nll`` and ``test/nll_bits_per_dim``: the variational bound of
 :mod:`genlit.diffusion.likelihood` (all T terms, or an unbiased stratified estimate with
 ``nll_timesteps`` terms). Validation, test and sampling use the EMA network.
+
+The process runs on what :meth:`Diffusion.encode_data` makes of a batch, of shape ``latent_shape``: the data
+itself here. A latent diffusion model overrides ``latent_shape``, ``encode_data`` and ``decode_latents``
+(an autoencoder's) and inherits everything else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import Tensor, nn
+from torch import Tensor
+from tqdm.auto import tqdm
 
 from genlit.diffusion.likelihood import denoising_term, prior_term, stratified_timesteps
+from genlit.diffusion.losses import training_losses
 from genlit.diffusion.samplers import DDIMSampler, Denoiser, Sampler
 from genlit.diffusion.schedules import LinearSchedule, NoiseSchedule
-from genlit.diffusion.targets import PredictionTarget, check_target, min_snr_weight, split_prediction, training_target
-from genlit.families.ema import make_ema
-from genlit.families.step_logging import StepLogger
+from genlit.diffusion.targets import PredictionTarget, check_target, split_prediction
+from genlit.families.base import GenerativeFamily, ShapeNetFactory
 from genlit.metrics.binned import BinnedMean
 from genlit.objectives.elbo import bits_per_dim
-from genlit.optim import stepped_every_step
-
-NetFactory = Callable[[tuple[int, ...], int], nn.Module]
-"""A net class taking ``(data_shape, num_classes)``; ``net(x_t, t, y)`` returns a tensor shaped like x_t."""
+from genlit.seeding import SampleRNG
 
 QUARTILES = 4
 
 
-class Diffusion(L.LightningModule):
+class Diffusion(GenerativeFamily):
     """A DDPM-style diffusion model with the denoising network passed in.
 
     Args:
         net: factory called as ``net(data_shape, num_classes)`` (``num_classes`` 0 unless conditional);
-            ``net(x_t, t, y)`` predicts the target. A conditional net has a ``null_label`` attribute.
+            ``net(x_t, t, y)`` predicts the target, shaped like x_t. A conditional net has a ``null_label``
+            attribute.
         data_shape / num_classes: linked from the DataModule by the CLI.
         schedule: the noise schedule (default ``LinearSchedule()``: 1000 steps, 1e-4 to 0.02).
         sampler: the default sampler of :meth:`sample` (default ``DDIMSampler(50)``).
@@ -56,16 +56,15 @@ class Diffusion(L.LightningModule):
         label_dropout: probability of replacing a label by the null label in training.
         guidance_scale: default classifier-free guidance scale of :meth:`sample`.
         clip_x0: clamp the x_0 estimate to [-1, 1] while sampling and in the bound.
-        ema_decay: decay of the EMA of the net used by validation, test and sampling; 0 disables it.
-        ema_warmup: ramp the decay up as min(ema_decay, (1 + n) / (10 + n)) after n updates, so short runs
-            are not dominated by the initial weights.
+        ema_decay: decay of the EMA of the net used by validation, test and sampling, warmed up from the
+            start of training (:meth:`GenerativeFamily.keep_ema`); 0 disables it.
         nll_timesteps: terms of the bound computed per test batch (stratified estimate); None: all T.
         optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
     """
 
     def __init__(
         self,
-        net: NetFactory,
+        net: ShapeNetFactory,
         data_shape: tuple[int, ...] = (1, 28, 28),
         num_classes: int = 0,
         schedule: NoiseSchedule | None = None,
@@ -77,36 +76,46 @@ class Diffusion(L.LightningModule):
         guidance_scale: float = 1.0,
         clip_x0: bool = True,
         ema_decay: float = 0.9999,
-        ema_warmup: bool = True,
         nll_timesteps: int | None = 50,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__()
         check_target(prediction)
-        _check_options(conditional, num_classes, min_snr_gamma, label_dropout, nll_timesteps)
+        _check_options(min_snr_gamma, label_dropout, nll_timesteps)
+        super().__init__(num_classes, conditional, optimizer, lr_scheduler)
         self.save_hyperparameters()
-        self.data_shape, self.num_classes, self.conditional = tuple(data_shape), num_classes, conditional
+        self.data_shape = tuple(data_shape)
         self.schedule = schedule if schedule is not None else LinearSchedule()
         self.sampler = sampler if sampler is not None else DDIMSampler(50)
-        self.net = net(self.data_shape, num_classes if conditional else 0)
+        self.net = net(self.latent_shape, num_classes if conditional else 0)
         self.null_label = getattr(self.net, "null_label", num_classes) if conditional else None
-        self.ema = make_ema(self.net, ema_decay, warmup=ema_warmup)
+        self.keep_ema("net", ema_decay)
         self.num_dims = int(torch.tensor(self.data_shape).prod())
         self.train_quartiles, self.val_quartiles = BinnedMean(QUARTILES), BinnedMean(QUARTILES)
-        self._factories = (optimizer, lr_scheduler)
-        self._step_logger = StepLogger(self, "train", prog_bar=("loss",))
+
+    # ------------------------------------------------------------------------------- the modelled space
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one item the process runs on (the noise, the net's input): the data's shape here."""
+        return self.data_shape
+
+    def encode_data(self, x: Tensor) -> Tensor:
+        """What the process models, from a data batch x (B, *data_shape): x itself here."""
+        return x
+
+    def decode_latents(self, z: Tensor) -> Tensor:
+        """Data (B, *data_shape) in [-1, 1] from the sampler's output z (B, *latent_shape)."""
+        return z.clamp(-1, 1)
 
     # ------------------------------------------------------------------------------------ denoising
-    def denoiser(
-        self, labels: Tensor | None = None, guidance_scale: float = 1.0, use_ema: bool = True, clip: bool | None = None
-    ) -> Denoiser:
-        """``denoise(x_t, t) -> (x0_hat, eps_hat)`` with the EMA (or trained) net, for samplers and the bound.
+    def denoiser(self, labels: Tensor | None = None, guidance_scale: float = 1.0, clip: bool | None = None) -> Denoiser:
+        """``denoise(x_t, t) -> (x0_hat, eps_hat)`` with the net's current weights (within :meth:`sample`,
+        :meth:`variational_bound`, validation and test: the EMA's), for samplers and the bound.
 
         Conditional models need ``labels`` (B,); ``guidance_scale`` != 1 evaluates the net on the labels
         and on the null label in one batch and mixes the outputs (classifier-free guidance).
         """
-        net = self.ema.module if use_ema and self.ema is not None else self.net
+        net = self.net
         clip = self.hparams.clip_x0 if clip is None else clip
         labels = self._net_labels(labels, guidance_scale)
 
@@ -132,42 +141,47 @@ class Diffusion(L.LightningModule):
         labels = torch.as_tensor(labels, device=self.device, dtype=torch.long)
         return torch.full_like(labels, self.null_label) if guidance_scale == 0 else labels
 
-    @torch.no_grad()
-    def sample(
+    def draw(
         self,
         num: int,
-        labels: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        labels: Tensor | None,
+        rng: SampleRNG,
+        *,
         sampler: Sampler | None = None,
         guidance_scale: float | None = None,
-        use_ema: bool = True,
-        progress: bool = False,
+        step_progress: bool = False,
     ) -> Tensor:
-        """Draw ``num`` samples (num, *data_shape) in [-1, 1] with ``sampler`` (default: the model's).
+        """``num`` samples (num, *data_shape) in [-1, 1], from noise drawn per sample by ``rng``.
 
-        Conditional models draw uniform labels unless ``labels`` (num,) are given; ``guidance_scale``
-        defaults to the model's. ``progress`` shows a bar over the denoising steps.
+        Args:
+            sampler: the reverse-process sampler (default: the model's own, the ``sampler`` it was trained with).
+            guidance_scale: classifier-free guidance scale of a conditional model (default: the model's own;
+                1: the conditional model alone, 0: the unconditional one).
+            step_progress: show a bar over the denoising steps.
         """
-        if self.conditional and labels is None:
-            labels = torch.randint(self.num_classes, (num,), generator=generator, device=self.device)
+        sampler = sampler or self.sampler
         scale = self.hparams.guidance_scale if guidance_scale is None else guidance_scale
-        noise = torch.randn(num, *self.data_shape, generator=generator, device=self.device)  # (num, C, H, W)
-        denoise = self.denoiser(labels, scale, use_ema)
-        x = (sampler or self.sampler).sample(denoise, noise, self.schedule, generator, progress)
-        return x.clamp(-1, 1)
+        noise = rng.randn(*self.latent_shape)  # (num, *latent_shape)
+        with tqdm(total=len(sampler.timesteps(self.schedule)), desc="denoising", unit="step", leave=False,
+                  disable=not step_progress) as bar:  # fmt: skip
+            z = sampler.sample(self.denoiser(labels, scale), noise, self.schedule, rng, lambda _: bar.update())
+        return self.decode_latents(z)
+
+    def validate_sample_options(self, sampler=None, guidance_scale=None, step_progress=False) -> None:
+        """Guidance needs a conditional model; the sampler must be a :class:`~genlit.diffusion.Sampler`."""
+        if guidance_scale is not None and not self.conditional:
+            raise ValueError("guidance_scale needs a class-conditional diffusion model; this one is unconditional")
+        if sampler is not None and not isinstance(sampler, Sampler):
+            raise ValueError(f"sampler must be a genlit.diffusion.Sampler, got {type(sampler).__name__}")
 
     # ------------------------------------------------------------------------------------ objective
-    def losses(self, x0: Tensor, labels: Tensor | None, net: nn.Module, generator=None) -> tuple[Tensor, Tensor]:
-        """Per-example (weighted) MSE on the target (B,) and the timesteps drawn (B,)."""
-        t = self.schedule.sample_timesteps(len(x0), x0.device, generator)  # (B,)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # (B, ...)
-        x_t = self.schedule.add_noise(x0, noise, t)
-        target = training_target(self.hparams.prediction, x0, noise, t, self.schedule)
-        out = net(x_t, t, labels).float()  # (B, ...)
-        loss = (out - target).square().flatten(1).mean(1)  # (B,)
-        if self.hparams.min_snr_gamma is not None:
-            loss = loss * min_snr_weight(self.hparams.prediction, self.schedule.snr(t), self.hparams.min_snr_gamma)
-        return loss, t
+    def losses(self, x: Tensor, labels: Tensor | None, generator=None) -> tuple[Tensor, Tensor]:
+        """Per-example (weighted) MSE on the target (B,) of a data batch x and the timesteps drawn (B,)."""
+        z = self.encode_data(x)  # (B, *latent_shape)
+        t = self.schedule.sample_timesteps(len(z), z.device, generator)  # (B,)
+        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)  # (B, *latent_shape)
+        hp = self.hparams
+        return training_losses(self.net, z, t, self.schedule, hp.prediction, noise, labels, hp.min_snr_gamma), t
 
     def _training_labels(self, y: Tensor) -> Tensor | None:
         """Labels with a ``label_dropout`` share replaced by the null label (conditional models)."""
@@ -187,8 +201,14 @@ class Diffusion(L.LightningModule):
                 self.log(f"{stage}/loss_q{q + 1}", mean)
         metric.reset()
 
+    def nll(self, x: Tensor, labels: Tensor | None = None, generator=None) -> Tensor:
+        """The test NLL bound in nats per example (B,): :meth:`variational_bound` with the EMA net."""
+        with self.ema_weights():
+            return self.variational_bound(x, labels, generator)
+
     def variational_bound(self, x0: Tensor, labels: Tensor | None = None, generator=None) -> Tensor:
-        """The bound on -log p(x0) in nats, (B,), with the EMA net (``nll_timesteps`` stratified terms)."""
+        """The bound on -log p(x0) in nats, (B,), with the net's current weights (``nll_timesteps`` stratified
+        terms)."""
         denoise = self.denoiser(labels, 1.0)
         total = prior_term(self.schedule, x0)  # (B,)
         steps, weights = stratified_timesteps(self.schedule.num_steps, self.hparams.nll_timesteps, generator)
@@ -203,21 +223,15 @@ class Diffusion(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """MSE on the target at uniform timesteps; labels dropped to the null label at ``label_dropout``."""
         x, y = batch
-        loss, t = self.losses(x, self._training_labels(y), self.net)
+        loss, t = self.losses(x, self._training_labels(y))
         mean = loss.mean()
-        self._step_logger.record(loss=mean)
+        self.log_train_step(loss=mean)
         self._update_quartiles("train", loss, t)
         return mean
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        """Step the optimizer, then the EMA (once per real step, also with gradient accumulation)."""
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update_parameters(self.net)
-
     def on_train_epoch_end(self) -> None:
         """Log the epoch means of the training loss, overall and by timestep quartile."""
-        self._step_logger.log_epoch_means()
+        super().on_train_epoch_end()
         self._log_quartiles("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -227,7 +241,8 @@ class Diffusion(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """The loss of the EMA net, with timesteps and noise seeded by the batch index (comparable across epochs)."""
         x, y = batch
-        loss, t = self.losses(x, self._eval_labels(y), self._eval_net(), self._seeded(x, batch_idx))
+        with self.ema_weights():
+            loss, t = self.losses(x, self._eval_labels(y), self._seeded(x, batch_idx))
         self.log("val/loss", loss.mean(), sync_dist=True, batch_size=len(x))
         self._update_quartiles("val", loss, t)
 
@@ -235,17 +250,15 @@ class Diffusion(L.LightningModule):
         """``test/loss`` and the variational bound ``test/nll`` in nats and bits/dim (EMA net)."""
         x, y = batch
         generator = self._seeded(x, batch_idx)
-        loss, _ = self.losses(x, self._eval_labels(y), self._eval_net(), generator)
-        nll = self.variational_bound(x, self._eval_labels(y), generator)  # (B,)
+        with self.ema_weights():
+            loss, _ = self.losses(x, self._eval_labels(y), generator)
+            nll = self.variational_bound(x, self._eval_labels(y), generator)  # (B,)
         values = {
             "test/loss": loss.mean(),
             "test/nll": nll.mean(),
             "test/nll_bits_per_dim": bits_per_dim(nll, self.num_dims).mean(),
         }
         self.log_dict(values, sync_dist=True, batch_size=len(x))
-
-    def _eval_net(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.net
 
     def _eval_labels(self, y: Tensor) -> Tensor | None:
         return y if self.conditional else None
@@ -254,19 +267,8 @@ class Diffusion(L.LightningModule):
     def _seeded(x: Tensor, batch_idx: int) -> torch.Generator:
         return torch.Generator(device=x.device).manual_seed(10_007 * batch_idx + 17)
 
-    # ------------------------------------------------------------------------------------ optimization
-    def configure_optimizers(self):
-        """The optimizer for the net and, when given, its scheduler stepped every optimizer step."""
-        optimizer_factory, scheduler_factory = self._factories
-        return stepped_every_step(optimizer_factory(self.net.parameters()), scheduler_factory)
 
-
-def _check_options(conditional, num_classes, min_snr_gamma, label_dropout, nll_timesteps) -> None:
-    if conditional and num_classes < 1:
-        raise ValueError(
-            "conditional=True needs labelled data, but the DataModule reports 0 classes; "
-            "set --data.label_column (and --data.num_classes) or use conditional=false"
-        )
+def _check_options(min_snr_gamma, label_dropout, nll_timesteps) -> None:
     if min_snr_gamma is not None and min_snr_gamma <= 0:
         raise ValueError(f"min_snr_gamma must be > 0 (or null to disable), got {min_snr_gamma}")
     if not 0 <= label_dropout < 1:

@@ -10,10 +10,15 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 def warmup_ema_multi_avg_fn(decay: float):
     """EMA update whose decay after n updates is min(decay, (1 + n) / (10 + n)): early averages forget the
     initial weights quickly, long runs reach ``decay`` (the ``num_updates`` rule of TensorFlow's
-    ExponentialMovingAverage, common in DDPM code). The decay stays a device tensor: no host sync."""
+    ExponentialMovingAverage, common in DDPM code). The decay stays a device tensor: no host sync. Integer
+    buffers (BatchNorm's ``num_batches_tracked``) are counts, not weights: they are copied."""
 
     @torch.no_grad()
     def update(ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor) -> None:
+        if not ema_params[0].is_floating_point():  # AveragedModel groups tensors by dtype
+            for ema_param, param in zip(ema_params, params, strict=True):
+                ema_param.copy_(param)
+            return
         n = num_averaged.to(ema_params[0].dtype)
         current = torch.clamp((1 + n) / (10 + n), max=decay)
         torch._foreach_lerp_(ema_params, params, 1 - current)

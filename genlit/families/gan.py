@@ -10,17 +10,15 @@ batches advance it by 6. ``GAN.generator_steps`` gives the number of generator s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from genlit.families.ema import make_ema
-from genlit.families.step_logging import StepLogger
+from genlit.families.base import GenerativeFamily, ShapeNetFactory
 from genlit.objectives.adversarial import (
     LossName,
     check_loss_name,
@@ -29,12 +27,11 @@ from genlit.objectives.adversarial import (
     gradient_penalty,
     r1_penalty,
 )
+from genlit.optim import optimizer_config
+from genlit.seeding import SampleRNG
 
-NetFactory = Callable[[tuple[int, ...], int], nn.Module]
-"""A net class (or any callable) taking ``(data_shape, num_classes)``; YAML gives its other init_args."""
 
-
-class GAN(L.LightningModule):
+class GAN(GenerativeFamily):
     """Generative adversarial network (Goodfellow et al. 2014, https://arxiv.org/abs/1406.2661).
 
     Args:
@@ -50,16 +47,19 @@ class GAN(L.LightningModule):
         r1_gamma: R1 penalty weight gamma, the penalty is gamma/2 * E||grad D(x)||^2 (Mescheder et al.
             2018); 0 disables it.
         ema_decay: decay of the exponential moving average of G used by ``sample`` and stored in the
-            checkpoint; 0 disables the EMA (then ``sample`` uses G itself).
+            checkpoint, warmed up from the start of training (:meth:`GenerativeFamily.keep_ema`); 0 disables the
+            EMA (then ``sample`` uses G itself).
         g_optimizer / d_optimizer: optimizer factories (TTUR: different learning rates and betas).
         g_lr_scheduler / d_lr_scheduler: optional LR scheduler factories, stepped after each step of
             their optimizer (``lr_scheduler_interval="step"``) or each epoch (``"epoch"``).
     """
 
+    progress_bar_metrics = ("d_loss", "g_loss")
+
     def __init__(
         self,
-        generator: NetFactory,
-        discriminator: NetFactory,
+        generator: ShapeNetFactory,
+        discriminator: ShapeNetFactory,
         data_shape: tuple[int, ...] = (1, 28, 28),
         num_classes: int = 0,
         conditional: bool = False,
@@ -74,24 +74,20 @@ class GAN(L.LightningModule):
         d_lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
     ) -> None:
-        super().__init__()
         check_loss_name(loss)
-        _check_options(conditional, num_classes, n_critic, lr_scheduler_interval)
+        _check_options(n_critic, lr_scheduler_interval)
+        super().__init__(num_classes, conditional)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.data_shape = tuple(data_shape)
-        self.num_classes = num_classes
-        self.conditional = conditional
         net_classes = num_classes if conditional else 0
         self.generator = generator(self.data_shape, net_classes)
         self.discriminator = discriminator(self.data_shape, net_classes)
-        self.ema = make_ema(self.generator, ema_decay)
-        # Kept as given: under LightningCLI, hparams hold their configs (class_path/init_args), not callables.
+        self.keep_ema("generator", ema_decay)
         self._optimizer_factories = (d_optimizer, g_optimizer)
         self._scheduler_factories = (d_lr_scheduler, g_lr_scheduler)
         self.register_buffer("_generator_steps", torch.zeros((), dtype=torch.long))
         self._scheduler_slots: list = [None, None]  # (D, G) schedulers, set by configure_optimizers
-        self._step_logger = StepLogger(self, "train", prog_bar=("d_loss", "g_loss"))
 
     @property
     def generator_steps(self) -> int:
@@ -103,35 +99,9 @@ class GAN(L.LightningModule):
         """Latent noise z ~ N(0, I) of shape (num, latent_dim) on the module's device."""
         return torch.randn(num, self.generator.latent_dim, generator=generator, device=self.device)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        num: int,
-        labels: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        use_ema: bool = True,
-    ) -> Tensor:
-        """Draw ``num`` samples in data space with the EMA generator (G itself when the EMA is off or
-        ``use_ema=False``). Conditional models draw uniform labels unless ``labels`` (num,) are given.
-        """
-        net = self.ema.module if self.ema is not None and use_ema else self.generator
-        labels = self._sample_labels(num, labels, generator)
-        was_training = net.training
-        net.eval()
-        try:
-            return net(self.noise(num, generator), labels)  # (num, *data_shape)
-        finally:
-            net.train(was_training)
-
-    def _sample_labels(self, num: int, labels: Tensor | None, generator: torch.Generator | None):
-        if not self.conditional:
-            return None
-        if labels is None:
-            return torch.randint(self.num_classes, (num,), generator=generator, device=self.device)
-        labels = torch.as_tensor(labels, device=self.device, dtype=torch.long)
-        if labels.shape != (num,) or labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"labels must be {num} integers in [0, {self.num_classes}); got {labels.shape}")
-        return labels
+    def draw(self, num: int, labels: Tensor | None, rng: SampleRNG) -> Tensor:
+        """``num`` samples G(z, labels) (num, *data_shape), z ~ N(0, I) per sample from ``rng``."""
+        return self.generator(rng.randn(self.generator.latent_dim), labels)  # (num, *data_shape)
 
     # ----------------------------------------------------------------------------------------- training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -163,7 +133,7 @@ class GAN(L.LightningModule):
         self.manual_backward(loss)
         opt.step()
         self._step_scheduler(0)
-        self._step_logger.record(d_loss=loss, **stats)
+        self.log_train_step(d_loss=loss, **stats)
 
     def _generator_step(self, batch_size: int, labels: Tensor | None, opt) -> None:
         with self._grad_for(self.discriminator):
@@ -174,9 +144,8 @@ class GAN(L.LightningModule):
         opt.step()
         self._step_scheduler(1)
         self._generator_steps += 1
-        if self.ema is not None:
-            self.ema.update_parameters(self.generator)
-        self._step_logger.record(g_loss=loss)
+        self.update_ema()
+        self.log_train_step(g_loss=loss)
 
     @contextmanager
     def _grad_for(self, net: nn.Module) -> Iterator[None]:
@@ -205,7 +174,7 @@ class GAN(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch means; step the LR schedulers when ``lr_scheduler_interval="epoch"``."""
-        self._step_logger.log_epoch_means()
+        super().on_train_epoch_end()
         if self.hparams.lr_scheduler_interval == "epoch":
             for scheduler in self._schedulers():
                 if scheduler is not None:
@@ -226,7 +195,7 @@ class GAN(L.LightningModule):
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         real, y = batch
         labels = y if self.conditional else None
-        fake = self.sample(real.shape[0], labels)  # (B, *data_shape)
+        fake = self.sample(real.shape[0], labels=labels)  # (B, *data_shape)
         real_out = self.discriminator(real, labels)
         fake_out = self.discriminator(fake, labels)
         loss = discriminator_loss(self.hparams.loss, real_out, fake_out)
@@ -236,7 +205,7 @@ class GAN(L.LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Samples, one per item of the batch (labels taken from the batch for conditional models)."""
         real, y = batch
-        return self.sample(real.shape[0], y if self.conditional else None)
+        return self.sample(real.shape[0], labels=y if self.conditional else None)
 
     # ------------------------------------------------------------------------------------- optimization
     def configure_optimizers(self):
@@ -244,23 +213,16 @@ class GAN(L.LightningModule):
         d_factory, g_factory = self._optimizer_factories
         d_opt = d_factory(self.discriminator.parameters())
         g_opt = g_factory(self.generator.parameters())
-        self._scheduler_slots = [
-            factory(opt) if factory else None
-            for factory, opt in zip(self._scheduler_factories, [d_opt, g_opt], strict=True)
+        configs = [
+            optimizer_config(opt, factory, self.hparams.lr_scheduler_interval)
+            for opt, factory in zip([d_opt, g_opt], self._scheduler_factories, strict=True)
         ]
         # Returned to Lightning so their states are checkpointed and restored; stepped here, by hand.
-        return [
-            {"optimizer": opt} | ({"lr_scheduler": sched} if sched else {})
-            for opt, sched in zip([d_opt, g_opt], self._scheduler_slots, strict=True)
-        ]
+        self._scheduler_slots = [config.get("lr_scheduler", {}).get("scheduler") for config in configs]
+        return configs
 
 
-def _check_options(conditional: bool, num_classes: int, n_critic: int, interval: str):
-    if conditional and num_classes < 1:
-        raise ValueError(
-            "conditional=True needs labelled data, but the DataModule reports 0 classes; "
-            "set --data.label_column (and --data.num_classes) or use conditional=false"
-        )
+def _check_options(n_critic: int, interval: str):
     if n_critic < 1:
         raise ValueError(f"n_critic must be >= 1, got {n_critic}")
     if interval not in ("step", "epoch"):

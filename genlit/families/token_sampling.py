@@ -42,10 +42,19 @@ def sample_next(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    uniform: Tensor | None = None,
 ) -> Tensor:
-    """Next tokens (B,) int64 from last-position logits (B, V); temperature 0 is greedy (argmax)."""
+    """Next tokens (B,) int64 from last-position logits (B, V); temperature 0 is greedy (argmax).
+
+    Row b's token is the inverse of its cumulative distribution at ``uniform[b]`` (B,) in [0, 1), drawn from
+    ``generator`` when not given: one uniform per row, so each row can come from its own random stream.
+    """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)  # (B, V)
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    probs = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)  # (B, V)
+    if uniform is None:
+        uniform = torch.rand(len(probs), generator=generator, device=probs.device)  # (B,)
+    cdf = probs.cumsum(-1)  # (B, V)
+    # the first token whose cumulative mass exceeds u * total: tokens of zero mass are never chosen
+    target = uniform.to(cdf.device, cdf.dtype)[:, None] * cdf[:, -1:]  # (B, 1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.size(-1) - 1)  # (B,)

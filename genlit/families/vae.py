@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
-from genlit.families.step_logging import StepLogger
+from genlit.families.base import GenerativeFamily
 from genlit.objectives.elbo import (
     LikelihoodName,
     binarize,
@@ -34,13 +33,13 @@ from genlit.objectives.elbo import (
     to_unit_interval,
     uniform_dequantization_offset,
 )
-from genlit.optim import stepped_every_step
+from genlit.seeding import SampleRNG
 
 VAENetFactory = Callable[[tuple[int, ...], int, int], nn.Module]
 """A net class taking ``(data_shape, num_classes, latent_dim)``; YAML gives its other init_args."""
 
 
-class VAE(L.LightningModule):
+class VAE(GenerativeFamily):
     """Variational autoencoder with encoder and decoder nets passed in.
 
     Args:
@@ -64,6 +63,8 @@ class VAE(L.LightningModule):
         optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
     """
 
+    progress_bar_metrics = ("elbo",)
+
     def __init__(
         self,
         encoder: VAENetFactory,
@@ -83,11 +84,11 @@ class VAE(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__()
         check_likelihood_name(likelihood)
-        _check_options(conditional, num_classes, latent_dim, gaussian_scale, beta, iw_samples, iw_chunk)
+        _check_options(latent_dim, gaussian_scale, beta, iw_samples, iw_chunk)
+        super().__init__(num_classes, conditional, optimizer, lr_scheduler)
         self.save_hyperparameters()
-        self.data_shape, self.num_classes, self.conditional = tuple(data_shape), num_classes, conditional
+        self.data_shape = tuple(data_shape)
         net_classes = num_classes if conditional else 0
         self.encoder = encoder(self.data_shape, net_classes, latent_dim)
         self.decoder = decoder(self.data_shape, net_classes, latent_dim)
@@ -99,8 +100,6 @@ class VAE(L.LightningModule):
         self.num_dims = int(torch.tensor(self.data_shape).prod())
         self.dequantization = 0.0 if likelihood == "bernoulli" else uniform_dequantization_offset(1)
         self.test_auroc = BinaryAUROC()
-        self._factories = (optimizer, lr_scheduler)
-        self._step_logger = StepLogger(self, "train", prog_bar=("elbo",))
 
     # ------------------------------------------------------------------------------------ model pieces
     def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -118,16 +117,15 @@ class VAE(L.LightningModule):
         """Decode the posterior mean of x: (B, *data_shape) in [-1, 1]."""
         return self.decode(self.encode(x, labels)[0], labels)
 
-    @torch.no_grad()
-    def sample(self, num: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Prior samples: z ~ N(0, I) decoded to the mean of p(x|z), (num, *data_shape) in [-1, 1].
+    @property
+    def latent_dim(self) -> int:
+        """Size of z."""
+        return self.hparams.latent_dim
 
-        Conditional models draw uniform labels unless ``labels`` (num,) are given.
-        """
-        if self.conditional and labels is None:
-            labels = torch.randint(self.num_classes, (num,), generator=generator, device=self.device)
-        z = torch.randn(num, self.hparams.latent_dim, generator=generator, device=self.device)  # (num, Z)
-        return self.decode(z, labels)
+    def draw(self, num: int, labels: Tensor | None, rng: SampleRNG) -> Tensor:
+        """Prior samples: z ~ N(0, I) per sample from ``rng``, decoded to the mean of p(x|z): (num, *data_shape)
+        in [-1, 1]."""
+        return self.decode(rng.randn(self.latent_dim), labels)
 
     def _labels(self, labels: Tensor | None) -> Tensor | None:
         if not self.conditional:
@@ -183,18 +181,18 @@ class VAE(L.LightningModule):
         x_in, target = self.prepare(x, "test")
         return -self.importance_weighted_bound(x_in, target, labels, k or self.hparams.iw_samples)
 
+    def nll(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The test NLL bound in nats per example (B,): the negative IW bound with ``iw_samples`` samples."""
+        return self.anomaly_score(x, labels)
+
     # ------------------------------------------------------------------------------------------ steps
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Minimise recon + kl_weight * KL (free bits applied); log ELBO terms in nats and bits/dim."""
         x, y = batch
         terms = self.elbo_terms(*self.prepare(x, "train"), y if self.conditional else None)
         loss = (terms["recon"] + self.kl_weight() * terms["kl_train"]).mean()
-        self._step_logger.record(**self._summaries(terms))
+        self.log_train_step(**self._summaries(terms))
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        """Log the epoch means of the training metrics."""
-        self._step_logger.log_epoch_means()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """ELBO terms on held-out data (single-sample estimates)."""
@@ -244,19 +242,8 @@ class VAE(L.LightningModule):
     def _bits_per_dim(self, nats: Tensor) -> Tensor:
         return bits_per_dim(nats, self.num_dims, self.dequantization)
 
-    # ------------------------------------------------------------------------------------ optimization
-    def configure_optimizers(self):
-        """The optimizer and, when given, its scheduler stepped every optimizer step."""
-        optimizer_factory, scheduler_factory = self._factories
-        return stepped_every_step(optimizer_factory(self.parameters()), scheduler_factory)
 
-
-def _check_options(conditional, num_classes, latent_dim, gaussian_scale, beta, iw_samples, iw_chunk) -> None:
-    if conditional and num_classes < 1:
-        raise ValueError(
-            "conditional=True (a CVAE) needs labelled data, but the DataModule reports 0 classes; "
-            "set --data.label_column (and --data.num_classes) or use conditional=false"
-        )
+def _check_options(latent_dim, gaussian_scale, beta, iw_samples, iw_chunk) -> None:
     if latent_dim < 1 or iw_samples < 1 or iw_chunk < 1:
         raise ValueError("latent_dim, iw_samples and iw_chunk must be >= 1")
     if gaussian_scale <= 0 or beta < 0:

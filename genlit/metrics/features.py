@@ -1,9 +1,10 @@
 """Feature extractors for sample-quality metrics: uint8 images -> (features, logits).
 
-Two are provided:
+Two are provided, each a feature ``nn.Module`` (building one from a checkpoint or a name is
+:func:`genlit.metrics.extractors.make_extractor`'s job):
 
-- :class:`ClassifierExtractor`: a genlit classifier checkpoint (``experiments/evaluators/``); features are
-  its penultimate layer, logits its output. Works offline; identity ``genlit-classifier:<sha256 prefix>``.
+- :class:`ClassifierExtractor`: a genlit classifier (``experiments/evaluators/``); features are its
+  penultimate layer, logits its output. Works offline; identity ``genlit-classifier:<sha256 prefix>``.
 - :class:`InceptionExtractor`: Inception-v3 as torchmetrics provides it (the torch-fidelity port of the
   TF FID network: 2048-d pool features, 1008 logits). Needs ``pip install torch-fidelity`` and its
   weights, downloaded on first use or given as a file.
@@ -14,25 +15,16 @@ compared.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from genlit.files import file_digest
+
 INCEPTION_WEIGHTS_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )
-
-
-def file_digest(path: str | Path, length: int = 12) -> str:
-    """The first ``length`` hex digits of a file's SHA-256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
 
 
 class FeatureExtractor(nn.Module):
@@ -50,21 +42,24 @@ class FeatureExtractor(nn.Module):
 
 
 class ClassifierExtractor(FeatureExtractor):
-    """Features and logits of a genlit classifier checkpoint (e.g. ``experiments/evaluators/mnist_classifier``).
+    """Features and logits of a genlit classifier (e.g. ``experiments/evaluators/mnist_classifier``).
 
     Images must have the classifier's shape (C, H, W); they are mapped to [-1, 1] as in training.
+
+    Args:
+        classifier: a module with ``data_shape``, ``num_classes``, ``features(x)`` -> (B, D) and
+            ``net.head(features)`` -> logits (as :class:`genlit.families.classifier.Classifier`).
+        identity: what the figures are recorded with, e.g. ``genlit-classifier:<weights hash>``.
     """
 
-    def __init__(self, ckpt: str | Path) -> None:
+    def __init__(self, classifier: nn.Module, identity: str) -> None:
         super().__init__()
-        from genlit.sampling import load_family  # the checkpoint loader every genlit command uses
-
-        self.classifier = load_family(ckpt, needs="features").eval().requires_grad_(False)
-        self.identity = f"genlit-classifier:{file_digest(ckpt)}"
-        self.data_shape = tuple(self.classifier.data_shape)
-        self.num_classes = self.classifier.num_classes
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.identity = identity
+        self.data_shape = tuple(classifier.data_shape)
+        self.num_classes = classifier.num_classes
         with torch.no_grad():
-            self.num_features = self.classifier.features(torch.zeros(2, *self.data_shape)).shape[1]
+            self.num_features = classifier.features(torch.zeros(2, *self.data_shape)).shape[1]
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(features (B, D), logits (B, K)) of uint8 images (B, C, H, W)."""
@@ -111,37 +106,6 @@ class InceptionExtractor(FeatureExtractor):
             images = images.expand(-1, 3, -1, -1)  # (B, 3, H, W)
         features, logits = self.net(images)
         return features.reshape(len(images), -1), logits
-
-
-def resolve_extractor(spec: str) -> str:
-    """``inception``, a checkpoint path, or a run root of ``genlit fit`` (its newest ``last.ckpt``);
-    ``$VARS`` and ``~`` are expanded."""
-    if spec == "inception":
-        return spec
-    path = Path(os.path.expanduser(os.path.expandvars(spec)))
-    if path.is_dir():
-        runs = sorted(path.glob("*/checkpoints/last.ckpt"))  # run directories are named by start time
-        if not runs:
-            raise FileNotFoundError(
-                f"no evaluator checkpoint under {path}; train it first: "
-                "genlit fit --config experiments/evaluators/mnist_classifier.yaml"
-            )
-        return str(runs[-1])
-    return str(path)
-
-
-def make_extractor(spec: str, inception_weights: str | None = None) -> FeatureExtractor:
-    """``inception``, a genlit classifier checkpoint or a run root of one (its newest ``last.ckpt``) -> its
-    extractor (clear errors otherwise)."""
-    spec = resolve_extractor(spec)
-    if spec == "inception":
-        return InceptionExtractor(inception_weights)
-    if not Path(spec).is_file():
-        raise FileNotFoundError(
-            f"--extractor {spec}: no such checkpoint; pass 'inception' or a classifier checkpoint trained with "
-            "`genlit fit --config experiments/evaluators/mnist_classifier.yaml`"
-        )
-    return ClassifierExtractor(spec)
 
 
 @torch.no_grad()

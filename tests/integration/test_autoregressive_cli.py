@@ -74,8 +74,8 @@ def test_several_samples_greedy(gpt_ckpt, tmp_path, capsys):
         (["--prompt", "ROMEO ✓"], ["'✓'", "65 characters"]),
         (["--top-k", "0"], ["top_k must be >= 1"]),
         (["--top-p", "1.5"], ["top_p must be in (0, 1]"]),
-        (["--max-new-tokens", "0"], ["--max-new-tokens must be positive"]),
-        (["--sampler", "ddim"], ["apply to diffusion checkpoints only"]),
+        (["--max-new-tokens", "0"], ["max_new_tokens must be >= 1"]),
+        (["--sampler", "DDIMSampler"], ["sampling options of this AutoregressiveLM checkpoint are --prompt"]),
         (["--prompt", ""], ["prompt is empty"]),
     ],
 )
@@ -91,7 +91,7 @@ def test_text_options_on_an_image_checkpoint_are_refused(tmp_path, capsys):
     run = fit("gan/toy_ring8.yaml", tmp_path / "toy", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0")
     args = ["sample", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--num", "4", "--out", str(tmp_path / "o.npz")]
     line = genlit_error(capsys, args + ["--prompt", "hi"])
-    assert "--prompt apply to language models only" in line
+    assert "unrecognized arguments: --prompt hi; a GAN checkpoint has no sampling options of its own" in line
 
 
 def test_block_size_longer_than_the_data_is_a_clear_error(tmp_path, capsys):

@@ -9,7 +9,12 @@ from tests.integration.helpers import fit, mnist_args
 # a small U-Net and a few steps: the point is the plumbing, not the samples
 FEW = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "1", "--data.init_args.batch_size", "16"]
 SMALL = ["--model.init_args.net.init_args.channels", "8", "--model.init_args.net.init_args.groups", "4"]
-FAST_SAMPLING = ["--model.init_args.sampler.init_args.num_steps", "2"]
+FAST_SAMPLING = [
+    "--model.init_args.sampler.init_args.num_steps",
+    "2",
+    "--model.init_args.schedule.init_args.num_steps",
+    "50",
+]
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +23,8 @@ def cfg_run(tmp_path_factory, mnist_dir):
     return fit("diffusion/cfg_mnist.yaml", root, *mnist_args(mnist_dir), *FEW, *SMALL, *FAST_SAMPLING)
 
 
-def sample(run, out, *options):
-    main(["sample", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--num", "4", "--out", str(out), *options])
+def sample(run, out, *options, num="4"):
+    main(["sample", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--num", num, "--out", str(out), *options])
     return np.load(out)
 
 
@@ -31,8 +36,19 @@ def test_fit_writes_a_checkpoint_and_a_sample_grid(cfg_run):
 @pytest.mark.parametrize(
     "options",
     [
-        ["--sampler", "ddim", "--steps", "3", "--eta", "0.5", "--guidance-scale", "2", "--label", "7"],
-        ["--sampler", "ddpm", "--steps", "2", "--no-ema"],
+        [
+            "--sampler",
+            "DDIMSampler",
+            "--sampler.num_steps",
+            "3",
+            "--sampler.eta",
+            "0.5",
+            "--guidance-scale",
+            "2",
+            "--label",
+            "7",
+        ],  # fmt: skip
+        ["--sampler", "genlit.diffusion.DDPMSampler", "--sampler.num_steps", "2", "--no-ema"],
         [],
     ],
     ids=["ddim-guided", "ddpm-raw-net", "model-defaults"],
@@ -43,6 +59,24 @@ def test_sample_takes_the_diffusion_options(cfg_run, tmp_path, options, capsys):
     if "--label" in options:
         assert (arrays["arr_1"] == 7).all()
     assert "denoising" in capsys.readouterr().err  # the progress bar over steps
+
+
+def test_samples_do_not_depend_on_the_batch_size(cfg_run, tmp_path):
+    """Sample i's noise depends only on (seed, i): a stochastic sampler gives the same samples in any batches."""
+    ddpm = ["--sampler", "DDPMSampler"]  # ancestral: fresh noise at every one of the 50 steps
+    small = sample(cfg_run, tmp_path / "b3.npz", *ddpm, "--batch-size", "3", num="16")
+    whole = sample(cfg_run, tmp_path / "b16.npz", *ddpm, "--batch-size", "16", num="16")
+    np.testing.assert_array_equal(small["arr_0"], whole["arr_0"])
+    np.testing.assert_array_equal(small["arr_1"], np.arange(16) % 10)
+    other_seed = sample(cfg_run, tmp_path / "s1.npz", *ddpm, "--seed", "1", num="16")
+    assert (other_seed["arr_0"] != whole["arr_0"]).mean() > 0.5
+
+
+def test_help_lists_the_samplers(cfg_run, capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", "--ckpt", str(cfg_run / "checkpoints" / "last.ckpt"), "--help"])
+    out = capsys.readouterr().out
+    assert "Diffusion options" in out and "DDPMSampler" in out and "DDIMSampler" in out and "--guidance-scale" in out
 
 
 def test_test_reports_the_bound_in_bits_per_dim(tmp_path, mnist_dir, capsys):
@@ -59,9 +93,10 @@ def test_test_reports_the_bound_in_bits_per_dim(tmp_path, mnist_dir, capsys):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--sampler", "euler"], "argument --sampler: invalid choice: 'euler'"),
-        (["--eta", "0.5"], "--eta is a DDIM option; add --sampler ddim"),
-        (["--steps", "5"], "--steps needs --sampler ddpm or --sampler ddim"),
+        (["--sampler", "euler"], "--sampler: euler is not an importable Sampler; use one of"),
+        (["--eta", "0.5"], "unrecognized arguments: --eta 0.5; the sampling options of this Diffusion checkpoint"),
+        (["--sampler", "DDIMSampler", "--sampler.eta", "-1"], "DDIM eta must be >= 0, got -1.0"),
+        (["--sampler", "DDIMSampler", "--sampler.steps", "5"], "steps"),
     ],
 )
 def test_bad_sample_options_are_clear_errors(cfg_run, tmp_path, options, message, capsys):

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from genlit.cli import main
+from genlit.commands.evaluate import evaluate, reference_features
 from genlit.data.images import ImageDataModule
-from genlit.evaluation import evaluate, reference_features
-from genlit.metrics.features import ClassifierExtractor
+from genlit.metrics.extractors import make_extractor
 from tests.integration.helpers import fit, mnist_args
 
 
@@ -43,7 +43,7 @@ def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def test_fid_ranks_real_blurred_and_collapsed_sets(classifier_ckpt, mnist, tmp_path):
-    extractor = ClassifierExtractor(classifier_ckpt)
+    extractor = make_extractor(str(classifier_ckpt))
     reference = reference_features(extractor, mnist, "val", tmp_path)[:2]  # 450 held-out real images
     images, labels = mnist.split_tensors("train")
     real = images[:1000]
@@ -126,7 +126,7 @@ def test_sample_quality_monitor_logs_fid_during_training(classifier_ckpt, mnist_
 
 
 def test_sample_quality_monitor_without_an_evaluator_names_the_fix(tmp_path):
-    from genlit.metrics.features import resolve_extractor
+    from genlit.metrics.extractors import resolve_extractor
 
     with pytest.raises(FileNotFoundError, match="train it first: genlit fit --config experiments/evaluators"):
         resolve_extractor(str(tmp_path))

@@ -71,7 +71,7 @@ def test_cvae_on_label_less_data_is_a_clear_error(mnist_dir, tmp_path, capsys):
     args += ["--data.init_args.label_column", "null", "--trainer.default_root_dir", str(tmp_path)]
     with pytest.raises(SystemExit):
         main(args)
-    assert "conditional=True (a CVAE) needs labelled data" in capsys.readouterr().err
+    assert "conditional=True needs labelled data" in capsys.readouterr().err
 
 
 def test_unknown_likelihood_is_a_clear_error(mnist_dir, tmp_path, capsys):

@@ -6,6 +6,7 @@ import csv
 import math
 import re
 import warnings
+from functools import partial
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
@@ -20,16 +21,18 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlit.callbacks.gan_monitor import GANMonitor, mean_pairwise_distance
-from genlit.callbacks.sample_grid import SampleGrid, StepCrossing, log_picture
+from genlit.callbacks.loggers import log_picture
+from genlit.callbacks.sample_grid import SampleGrid, StepCrossing
+from genlit.families.base import GenerativeFamily
 
 
-class DummyGAN(pl.LightningModule):
-    """A linear GAN with the family interface: generator, discriminator, sample(), two manual optimizers."""
+class DummyGAN(GenerativeFamily):
+    """A linear GAN on the family contract: generator, discriminator, draw(), two manual optimizers."""
 
     def __init__(self, data_shape=(2,), num_classes: int = 0, collapsed: bool = False) -> None:
-        super().__init__()
+        super().__init__(num_classes, conditional=num_classes > 0)
         self.automatic_optimization = False
-        self.data_shape, self.num_classes, self.conditional = data_shape, num_classes, num_classes > 0
+        self.data_shape = data_shape
         self.dim = math.prod(data_shape)
         self.generator = nn.Linear(self.dim, self.dim)
         nn.init.eye_(self.generator.weight)  # G(z) = z + b: as diverse as N(0, I)
@@ -39,11 +42,12 @@ class DummyGAN(pl.LightningModule):
         self.sample_calls: list[dict] = []
         self.expected_norms: dict[str, float] = {}
 
-    def sample(self, num, labels=None, generator=None, use_ema=True):
-        z = torch.randn(num, self.dim, generator=generator, device=self.device)  # (num, D)
+    def draw(self, num, labels, rng):
+        z = rng.randn(self.dim)  # (num, D)
         if self.collapsed:
             z = torch.zeros_like(z)
-        self.sample_calls.append({"z0": z[0].clone(), "labels": labels, "grad": torch.is_grad_enabled()})
+        call = {"z0": z[0].clone(), "labels": labels, "grad": torch.is_grad_enabled(), "training": self.training}
+        self.sample_calls.append(call)
         out = self.generator(z)  # (num, D)
         return torch.tanh(out).view(num, *self.data_shape) if len(self.data_shape) == 3 else out
 
@@ -136,7 +140,8 @@ def test_sample_grid_saves_pngs_at_crossed_steps(tmp_path):
         assert img.mode == "L" and img.size == (3 * 10 + 2, 2 * 10 + 2)  # 6 images: 3 per row, 2 rows
     assert len(module.sample_calls) == 3
     assert all(torch.equal(c["z0"], module.sample_calls[0]["z0"]) for c in module.sample_calls)  # fixed z
-    assert all(c["labels"] is None and not c["grad"] for c in module.sample_calls)
+    assert all(c["labels"] is None and not c["grad"] and not c["training"] for c in module.sample_calls)
+    assert module.training  # back in train mode after each picture
 
 
 def test_sample_grid_conditional_labels_cycle_classes(tmp_path):
@@ -256,3 +261,23 @@ def test_gan_monitor_table_survives_resume(tmp_path, capsys):
     assert (monitor.rows[0]["epoch"], monitor.rows[0]["partial"]) == (0, False) and len(monitor.rows) > 1
     assert [row["epoch"] for row in monitor.rows] == list(range(len(monitor.rows)))
     assert re.search(r"^\s+0\s.*\n\s+1\*?\s", capsys.readouterr().out, re.MULTILINE)
+
+
+def test_sample_quality_ranks_draw_disjoint_samples_that_one_process_would_draw():
+    """Two ranks of SampleQualityMonitor draw samples 0..N-1 between them, each once, as one process does
+    (a rank-offset seed made rank 0's batch at 1000 repeat rank 1's batch at 0 once a rank drew > 1,000)."""
+    from genlit.callbacks.sample_quality import SampleQualityMonitor
+    from genlit.families.gan import GAN
+    from genlit.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+
+    torch.manual_seed(0)
+    model = GAN(partial(DCGANGenerator, latent_dim=8, width=4), partial(DCGANDiscriminator, width=4), (1, 28, 28))
+    monitor = SampleQualityMonitor("unused", num_samples=2400, batch_size=250)
+
+    def samples(rank: int, world_size: int) -> torch.Tensor:
+        return monitor._samples(SimpleNamespace(global_rank=rank, world_size=world_size), model).flatten(1)
+
+    single = samples(0, 1)  # (2400, 784) uint8
+    ranks = torch.cat([samples(0, 2), samples(1, 2)])
+    assert (ranks.int() - single.int()).abs().max() <= 1  # the same samples (up to a rounding at a level's edge)
+    assert len(torch.unique(ranks, dim=0)) == 2400  # no sample drawn twice

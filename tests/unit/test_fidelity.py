@@ -6,7 +6,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from genlit.evaluation import load_samples
+from genlit.commands.evaluate import load_samples
 from genlit.metrics.fidelity import PrecisionRecall, SampleQuality, class_statistics
 
 

@@ -21,20 +21,21 @@ from genlit.callbacks.latent_tools import (
     slerp,
     traversal,
 )
+from genlit.families.base import GenerativeFamily
 from genlit.imaging import to_uint8
 
 SHAPE, LATENT = (1, 8, 8), 4
 
 
-class TinyVAE(pl.LightningModule):
+class TinyVAE(GenerativeFamily):
     """A linear VAE-like module on 1x8x8 images with the latent interface; records calls made outside steps."""
 
+    latent_dim = LATENT
+
     def __init__(self, num_classes: int = 0) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.data_shape, self.num_classes, self.conditional = SHAPE, num_classes, num_classes > 0
+        super().__init__(num_classes, conditional=num_classes > 0)
+        self.data_shape = SHAPE
         self.encoder, self.decoder = nn.Linear(64, 2 * LATENT), nn.Linear(LATENT, 64)
-        self.hparams.latent_dim = LATENT
         self.in_step, self.calls, self.step_modes = False, [], []
 
     def encode(self, x, labels=None):
@@ -48,8 +49,8 @@ class TinyVAE(pl.LightningModule):
     def reconstruct(self, x, labels=None):
         return self.decode(self.encode(x, labels)[0], labels)
 
-    def sample(self, num, labels=None, generator=None):
-        return self.decode(torch.randn(num, LATENT, generator=generator, device=self.device), labels)
+    def draw(self, num, labels, rng):
+        return self.decode(rng.randn(LATENT), labels)
 
     def _record(self, name, tensor, labels):
         if not self.in_step:
@@ -241,7 +242,7 @@ def test_errors_at_setup(tmp_path):
     class NoEncode(TinyVAE):
         encode = None
 
-    with pytest.raises(ValueError, match="NoEncode has no encode"):
+    with pytest.raises(ValueError, match="needs a VAE-like generative family.*got NoEncode"):
         fit(tmp_path, NoEncode(), [LatentInterpolation()])
     with pytest.raises(ValueError, match=r"dims \[0, 1, 2, 3, 4\] exceed latent_dim 4"):
         fit(tmp_path, TinyVAE(), [LatentTraversal(dims=5)])

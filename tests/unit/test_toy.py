@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlit.callbacks.toy_metrics import ToyModeMetrics, rank_share
+from genlit.callbacks.toy_metrics import ToyModeMetrics
 from genlit.data.toy import ToyDataModule, sample_toy_mixture
+from genlit.families.base import GenerativeFamily
 from genlit.metrics.toy import ModeCoverage, mode_statistics
+from genlit.seeding import SampleRNG, rank_range
 
 # Fraction of a 2-D isotropic Gaussian within 3 std of its mean: P(chi2_2 < 9) = 1 - exp(-9/2).
 TWO_D_WITHIN_3_STD = 1 - math.exp(-4.5)
@@ -162,20 +164,28 @@ def test_metric_accumulates_and_merges_like_the_function():
     assert rank0.total.item() == len(x)
 
 
-def test_rank_share_sums_to_total():
+def test_rank_ranges_split_the_indices_disjointly():
     for num, world in [(2500, 1), (2500, 3), (7, 4), (2, 5)]:
-        shares = [rank_share(num, r, world) for r in range(world)]
-        assert sum(shares) == num and max(shares) - min(shares) <= 1
+        ranges = [rank_range(num, r, world) for r in range(world)]
+        assert [i for start, stop in ranges for i in range(start, stop)] == list(range(num))
+        sizes = [stop - start for start, stop in ranges]
+        assert max(sizes) - min(sizes) <= 1
 
 
-class _MixtureModel(L.LightningModule):
+def mixture_draw(centers, std, rng, labels=None):
+    """Points of the true mixture, per sample from ``rng``: a uniform component unless labels are given."""
+    if labels is None:
+        labels = (rng.rand() * len(centers)).long().clamp(max=len(centers) - 1)  # (num,)
+    return centers[labels] + std * rng.randn(2)  # (num, 2)
+
+
+class _MixtureModel(GenerativeFamily):
     """A 'generator' that samples the true mixture; records its sample calls."""
 
     def __init__(self, centers, std, conditional=False):
-        super().__init__()
+        super().__init__(len(centers), conditional)
         self.layer = torch.nn.Linear(2, 1)
         self.centers, self.std = centers, std
-        self.conditional, self.num_classes = conditional, len(centers)
         self.calls = []
 
     def training_step(self, batch, batch_idx):
@@ -187,11 +197,9 @@ class _MixtureModel(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
-    def sample(self, num, labels=None, generator=None):
+    def draw(self, num, labels, rng):
         self.calls.append((num, labels))
-        if labels is None:
-            return sample_toy_mixture(num, self.centers, self.std, generator=generator)[0].to(self.device)
-        return self.centers[labels] + self.std * torch.randn(num, 2, generator=generator)  # (num, 2)
+        return mixture_draw(self.centers, self.std, rng, labels)
 
 
 def _trainer(callback):
@@ -219,8 +227,8 @@ def test_callback_logs_with_a_real_trainer():
     logged = trainer.callback_metrics
     assert logged["val/modes_covered"].item() == 8
     assert logged["val/high_quality_fraction"].item() == pytest.approx(TWO_D_WITHIN_3_STD, abs=0.03)
-    # Same seed, same samples: the logged numbers equal the function on the seed's draw.
-    x, _ = sample_toy_mixture(1000, dm.centers, dm.std, generator=torch.Generator().manual_seed(5))
+    # Same seed, same samples: the logged numbers equal the function on the seed's samples 0..999.
+    x = mixture_draw(dm.centers, dm.std, SampleRNG(range(1000), 5))
     expected = mode_statistics(x, dm.centers, dm.std)
     assert logged["val/high_quality_fraction"].item() == pytest.approx(expected["high_quality_fraction"])
     assert logged["val/kl_mode_histogram"].item() == pytest.approx(expected["kl_mode_histogram"], rel=1e-5)
@@ -234,12 +242,12 @@ def test_callback_needs_toy_datamodule():
         trainer.fit(_MixtureModel(dm.centers, dm.std), train_dataloaders=loader, val_dataloaders=loader)
 
 
-def test_callback_draws_uniform_labels_for_conditional_models():
+def test_callback_draws_balanced_labels_for_conditional_models():
     dm = ToyDataModule("grid25", batch_size=64, num_train=128, num_val=64)
     model = _MixtureModel(dm.centers, dm.std, conditional=True)
     trainer = _trainer(ToyModeMetrics(num_samples=2500))
     trainer.fit(model, datamodule=dm)
     ((num, labels),) = model.calls
     assert num == 2500 and labels.shape == (2500,) and labels.dtype == torch.int64
-    assert set(labels.tolist()) == set(range(25))
+    assert labels.tolist() == [i % 25 for i in range(2500)]
     assert trainer.callback_metrics["val/modes_covered"].item() == 25

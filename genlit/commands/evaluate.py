@@ -18,25 +18,31 @@ context, encoded with the checkpoint's own tokenizer:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
 
+from genlit.commands.options import parse_command, resolve_device
+from genlit.commands.sample import draw_as_asked
 from genlit.data.images import ImageDataModule
 from genlit.data.text import TextDataModule, TokenBlocks
-from genlit.families.autoregressive import AutoregressiveLM
+from genlit.families.protocols import Generative, Likelihood, TextModel
+from genlit.files import atomic_write
 from genlit.imaging import to_uint8
-from genlit.metrics.features import FeatureExtractor, extract, make_extractor
+from genlit.metrics.extractors import make_extractor
+from genlit.metrics.features import FeatureExtractor, extract
 from genlit.metrics.fidelity import SampleQuality, class_statistics
-from genlit.sampling import diffusion_options, draw, load_family, sampling_parser_arguments
 
+_DESCRIPTION = (
+    "Sample quality of a checkpoint or of an .npz of samples against reference data (FID, KID, IS, precision/"
+    "recall, class statistics, the test NLL), or a language model's loss and bits per character on a text split."
+)
 DEFAULT_CACHE = Path(os.environ.get("GENLIT_CACHE_DIR", Path.home() / ".cache" / "genlit")) / "references"
 
 
@@ -83,11 +89,8 @@ def reference_features(
     data.setup("test" if split == "test" else "fit")
     images, labels = data.split_tensors(split)
     features, logits = extract(extractor, images)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".pt", dir=cache_dir)
-    os.close(fd)
-    torch.save({"key": key, "features": features, "logits": logits, "labels": labels}, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        torch.save({"key": key, "features": features, "logits": logits, "labels": labels}, handle)
     return features, logits, labels, key
 
 
@@ -106,20 +109,18 @@ def evaluate(
     return quality.compute() | class_statistics(logits, labels)
 
 
-def test_nll(model: L.LightningModule, data: ImageDataModule) -> dict[str, float]:
-    """The family's own test NLL figures (``test/nll*``) on the reference test split, if it logs any."""
+def test_nll(model: Likelihood, data: ImageDataModule) -> dict[str, float]:
+    """The family's own test NLL figures (``test/nll*``) on the reference test split."""
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="auto")
     results = trainer.test(model, datamodule=data, verbose=False)
     return {k.removeprefix("test/"): float(v) for k, v in (results[0] if results else {}).items() if "nll" in k}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genlit evaluate", description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="a genlit checkpoint: samples are drawn from it")
-    source.add_argument("--samples", help=".npz with arr_0 uint8 (N, H, W, C) (and arr_1 labels)")
+def _arguments(parser) -> None:
+    parser.add_argument("--ckpt", default=None, help="a genlit checkpoint: samples are drawn from it")
+    parser.add_argument("--samples", default=None, help=".npz with arr_0 uint8 (N, H, W, C) (and arr_1 labels)")
     parser.add_argument("--data", required=True, help="reference dataset (Hub id or local path); text for LMs")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--split", type=Literal["train", "val", "test"], default="test")
     parser.add_argument("--extractor", default=None, help="'inception' or a genlit classifier checkpoint (images)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="text: held-out share, as in training")
     parser.add_argument("--inception-weights", default=None, help="local Inception-v3 weights (torch-fidelity)")
@@ -127,28 +128,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-nll", action="store_true", help="do not run the family's test NLL (--ckpt)")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="reference features cache")
     parser.add_argument("--out", default=None, help="JSON results (default: beside the input)")
-    sampling_parser_arguments(parser, num_required=False)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``genlit evaluate``."""
-    args = _parser().parse_args(argv)
-    if args.num < 2 or args.batch_size < 1 or args.kid_subset_size < 2:
-        raise ValueError("--num and --kid-subset-size must be >= 2 and --batch-size >= 1")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    model = load_family(args.ckpt, map_location=device).eval() if args.ckpt else None
-    if isinstance(model, AutoregressiveLM):
+    model, args, options = parse_command("genlit evaluate", _DESCRIPTION, argv, _arguments, num_default=10_000)
+    if (args.ckpt is None) == (args.samples is None):
+        raise ValueError("give exactly one of --ckpt (a checkpoint to sample) and --samples (an .npz of samples)")
+    if args.num < 2 or args.kid_subset_size < 2:
+        raise ValueError("--num and --kid-subset-size must be >= 2")
+    if isinstance(model, TextModel):
         return _report(args, _language_model_record(args, model))
     if args.extractor is None:
         raise ValueError("--extractor is required for images: 'inception' or a genlit classifier checkpoint")
+    device = model.device if model is not None else resolve_device(args.device)
     extractor = make_extractor(args.extractor, args.inception_weights).to(device)
-    images, labels = _samples(args, model)
+    images, labels = _samples(args, model, options)
     c, h, _ = images.shape[1:]  # the reference is decoded at the samples' size and channels
     data = ImageDataModule(args.data, image_size=h, channels=c, batch_size=args.batch_size)
     real_features, real_logits, _, key = reference_features(extractor, data, args.split, Path(args.cache_dir))
     metrics = evaluate(images, labels, extractor, (real_features, real_logits), args.kid_subset_size)
-    if model is not None and not args.skip_nll:
+    if isinstance(model, Likelihood) and not args.skip_nll:
         metrics |= test_nll(model, data)
     record = {
         "source": str(args.ckpt or args.samples),
@@ -160,24 +160,23 @@ def main(argv: list[str] | None = None) -> None:
     _report(args, record)
 
 
-def _report(args: argparse.Namespace, record: dict) -> None:
+def _report(args, record: dict) -> None:
     out = Path(args.out) if args.out else Path(args.ckpt or args.samples).with_suffix(".eval.json")
     _write_json(out, record)
     _print_table(record, out)
 
 
-def _samples(args: argparse.Namespace, model: L.LightningModule | None):
+def _samples(args, model: Generative | None, options: dict):
     """(uint8 images (N, C, H, W), requested labels or None) drawn from ``model``, or read from --samples."""
     if model is None:
         return load_samples(args.samples)
-    options = diffusion_options(args, model)
-    samples, labels = draw(model, args.num, args.batch_size, args.seed, args.label, **options)
+    samples, labels = draw_as_asked(model, args, options)
     if samples.dim() != 4:
         raise ValueError(f"{args.ckpt} draws {tuple(samples.shape[1:])}-shaped samples; evaluate needs images")
     return to_uint8(samples).permute(0, 3, 1, 2).contiguous(), labels
 
 
-def _language_model_record(args: argparse.Namespace, model: AutoregressiveLM) -> dict:
+def _language_model_record(args, model: TextModel) -> dict:
     """Loss, perplexity and bits per unit of a text split under a language model (and what was measured)."""
     if model.tokenizer is None:
         raise ValueError(f"{args.ckpt} stores no tokenizer; it was not trained with a genlit TextDataModule")
@@ -198,7 +197,7 @@ def _language_model_record(args: argparse.Namespace, model: AutoregressiveLM) ->
 
 
 @torch.no_grad()
-def language_model_metrics(model: AutoregressiveLM, blocks: TokenBlocks, batch_size: int) -> dict[str, float]:
+def language_model_metrics(model: TextModel, blocks: TokenBlocks, batch_size: int) -> dict[str, float]:
     """``loss`` (nats per token), ``perplexity`` and ``bits_per_<unit>`` of every block of ``blocks``."""
     total_nats, total_tokens, total_units = 0.0, 0, 0.0
     for start in range(0, len(blocks), batch_size):
@@ -216,11 +215,8 @@ def language_model_metrics(model: AutoregressiveLM, blocks: TokenBlocks, batch_s
 
 
 def _write_json(out: Path, record: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=out.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, out)
+    with atomic_write(out, "w") as handle:
+        json.dump(record, handle, indent=2)
 
 
 def _print_table(record: dict, out: Path) -> None:

@@ -1,6 +1,6 @@
 """jsonargparse's nested parse errors condensed to one line that names the option."""
 
-from genlit.cli_errors import parse_error_line
+from genlit.commands.errors import parse_error_line
 
 NESTED = """Parser key "model":
   Does not validate against any of the Union subtypes

@@ -1,0 +1,123 @@
+"""``genlit sample``: draw samples from any family's checkpoint into an ``.npz`` and a PNG grid, or text.
+
+The ``.npz`` follows the guided-diffusion evaluation convention: ``arr_0`` uint8 (N, H, W, C) for images
+(float32 (N, D) for flat toy data), ``arr_1`` int64 (N,) labels for conditional models. Language models
+stream UTF-8 text to stdout (and to ``--out`` when given), continuing ``--prompt``. Sample i depends only on
+(``--seed``, i): ``--batch-size`` changes the speed, never the samples.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlit.commands.options import contract_options, parse_command
+from genlit.families.protocols import DataShaped, Generative, TextModel
+from genlit.files import atomic_write
+from genlit.imaging import samples_picture, save_png, to_uint8
+from genlit.seeding import SampleRNG
+
+_DESCRIPTION = (
+    "Draw samples from a genlit checkpoint: images into an .npz (arr_0 uint8 (N, H, W, C), arr_1 labels) and a "
+    "PNG grid, or text streamed to stdout. Sample i depends only on (--seed, i)."
+)
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by genlit fit")
+    parser.add_argument("--out", default=None, help="images: output .npz (required; a PNG grid is written beside "
+                        "it); language models: a text file (optional)")  # fmt: skip
+
+
+def draw(model: Generative, num: int, *, seed: int = 0, batch_size: int = 500, labels=None, **options):
+    """Samples 0..num-1 of ``model`` under ``seed`` on the CPU, and their labels (the balanced default of a
+    conditional model when none are given; None for an unconditional one). ``options`` go to ``sample_many``
+    (``use_ema``, ``progress``, the family's options)."""
+    samples = model.sample_many(range(num), seed=seed, batch_size=batch_size, labels=labels, **options)
+    if labels is None and model.conditional:
+        labels = model.sample_labels(torch.arange(num))  # the balanced default the model drew
+    return samples.float().cpu(), None if labels is None else labels.cpu()
+
+
+def draw_as_asked(model: Generative, args, options: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`draw` with the command line's ``--num``, ``--seed``, ``--batch-size``, ``--label`` and ``--no-ema``."""
+    contract = contract_options(args, model, args.num)
+    return draw(model, args.num, seed=args.seed, batch_size=args.batch_size, progress=True, **contract, **options)
+
+
+def write_npz(out: Path, samples: torch.Tensor, labels: torch.Tensor | None) -> None:
+    """Write ``arr_0`` (and ``arr_1``) atomically: a failure leaves no partial file behind."""
+    arrays = {"arr_0": to_uint8(samples).numpy() if samples.dim() == 4 else samples.numpy().astype(np.float32)}
+    if labels is not None:
+        arrays["arr_1"] = labels.numpy().astype(np.int64)
+    with atomic_write(out) as handle:
+        np.savez(handle, **arrays)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``genlit sample``."""
+    model, args, options = parse_command("genlit sample", _DESCRIPTION, argv, _arguments)
+    if isinstance(model, TextModel):
+        return sample_text(model, args, options)
+    name = type(model).__name__
+    if args.out is None or Path(args.out).suffix != ".npz":
+        raise ValueError(f"--out must end in .npz for a {name} checkpoint, got {args.out}")
+    if args.num is None:
+        raise ValueError(f"--num is required for a {name} checkpoint (the number of samples)")
+    out = Path(args.out)
+    samples, labels = draw_as_asked(model, args, options)
+    write_npz(out, samples, labels)
+    shown = samples[:64] if isinstance(model, DataShaped) and samples.dim() == 4 else samples
+    save_png(samples_picture(shown), out.with_suffix(".png"))  # a grid of 64 images, or every 2-D point
+    print(f"wrote {out} ({args.num} samples) and {out.with_suffix('.png')}")
+
+
+def sample_text(model: TextModel, args, options: dict) -> None:
+    """Generate ``--num`` continuations of ``--prompt``, streamed to stdout and written to ``--out`` if given.
+    Continuation i is the model's sample i under ``--seed``."""
+    contract_options(args, model, 1)  # rejects --label and --no-ema
+    prompt = options.pop("prompt")
+    max_new = options.pop("max_new_tokens")
+    ids = model.encode_prompt(prompt)  # (1, T0)
+    num = args.num or 1
+    texts = []
+    for index in range(num):
+        if num > 1:
+            print(f"--- sample {index + 1} ---", flush=True)
+        stream = TextStream(model.tokenizer, ids[0].tolist())
+        print(prompt, end="", flush=True)
+        rng = SampleRNG([index], args.seed, model.device)
+        out = model.generate(ids, max_new, generator=rng, on_tokens=stream.push, **options)
+        stream.finish()
+        texts.append(model.tokenizer.decode(out[0].tolist()))
+    if args.out is not None:
+        body = texts[0] if num == 1 else "".join(f"--- sample {i + 1} ---\n{t}\n" for i, t in enumerate(texts))
+        with atomic_write(args.out, "w", encoding="utf-8") as handle:
+            handle.write(body)
+        print(f"wrote {args.out} ({num} sample{'s' if num > 1 else ''})", file=sys.stderr)
+
+
+class TextStream:
+    """Prints generated tokens as they come, decoding the whole continuation so multi-token characters
+    (byte-level BPE) print once complete."""
+
+    def __init__(self, tokenizer, prompt_ids: list[int]) -> None:
+        self.tokenizer, self.prompt_ids, self.new_ids = tokenizer, prompt_ids, []
+        self.printed = self.tokenizer.decode(prompt_ids)
+
+    def push(self, token: torch.Tensor) -> None:
+        """Add the next token (a (1,) tensor) and print what it completes."""
+        self.new_ids.append(int(token[0]))
+        text = self.tokenizer.decode(self.prompt_ids + self.new_ids)
+        if text.endswith("\ufffd"):  # an unfinished UTF-8 sequence: wait for its other bytes
+            return
+        print(text[len(self.printed) :], end="", flush=True)
+        self.printed = text
+
+    def finish(self) -> None:
+        """Print whatever is left and end the line."""
+        text = self.tokenizer.decode(self.prompt_ids + self.new_ids)
+        print(text[len(self.printed) :], flush=True)

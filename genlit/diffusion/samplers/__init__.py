@@ -1,0 +1,14 @@
+"""Reverse-process samplers, one file each. Every module of this package is imported here, so a new sampler
+is one new file: its class is then known by name to YAML and to ``genlit sample --sampler``."""
+
+import pkgutil
+from importlib import import_module
+
+from genlit.diffusion.samplers.base import Denoiser, Sampler, StepSampler
+from genlit.diffusion.samplers.ddim import DDIMSampler
+from genlit.diffusion.samplers.ddpm import DDPMSampler, posterior
+
+for _module in pkgutil.iter_modules(__path__):
+    import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["DDIMSampler", "DDPMSampler", "Denoiser", "Sampler", "StepSampler", "posterior"]

@@ -1,0 +1,84 @@
+"""Capabilities that only some families have, as ``typing.Protocol``s.
+
+Callbacks and commands test for a capability with ``isinstance(module, Protocol)`` and never ask which family
+a module is, so a new family that offers the methods gets the callbacks and commands that use them. Every
+generative family offers :class:`Generative` (the contract of :class:`~genlit.families.base.GenerativeFamily`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class Generative(Protocol):
+    """Draws samples (the family contract): every generative family."""
+
+    conditional: bool
+    num_classes: int
+    ema: nn.Module | None  # the EMA copy of the averaged network, if the family keeps one
+
+    def sample(self, num: int, *, labels=None, generator=None, use_ema: bool = True, **options: Any) -> Any: ...
+
+    def sample_many(self, indices: Sequence[int], *, seed: int, batch_size: int = 500, **options: Any) -> Any: ...
+
+    def check_sample_options(self, **options: Any) -> None: ...
+
+    def eval_mode(self) -> AbstractContextManager[None]: ...
+
+    def ema_weights(self, use_ema: bool = True) -> AbstractContextManager[None]: ...
+
+
+@runtime_checkable
+class DataShaped(Protocol):
+    """Samples are tensors (N, *data_shape) in data space: images (C, H, W) in [-1, 1], or points (D,)."""
+
+    data_shape: tuple[int, ...]
+
+
+@runtime_checkable
+class LatentVariable(Protocol):
+    """An encoder to a latent space of ``latent_dim`` and a decoder back (VAE-like)."""
+
+    latent_dim: int
+
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]: ...
+
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+    def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Likelihood(Protocol):
+    """A (bound on the) negative log-likelihood of data, reported by ``genlit test`` as ``test/nll*``."""
+
+    def nll(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class TextModel(Protocol):
+    """Text in, text out: a tokenizer stored with the model, prompts, streamed generation, per-token NLL."""
+
+    tokenizer: Any
+    unit: str
+
+    def encode_prompt(self, prompt: str) -> Tensor: ...
+
+    def generate(self, prompt: Tensor, max_new_tokens: int, **options: Any) -> Tensor: ...
+
+    def token_nll(self, x: Tensor, y: Tensor) -> Tensor: ...
+
+    def units_of(self, tokens: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Adversarial(Protocol):
+    """A generator and a discriminator trained against each other, each with its own optimizer."""
+
+    generator: nn.Module
+    discriminator: nn.Module

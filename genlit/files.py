@@ -1,0 +1,63 @@
+"""Atomic file writes: the one home for "write beside, then move into place".
+
+A reader (a user, a resumed run, another rank) never sees a half-written file, and a failure leaves nothing
+behind: the content goes to a hidden temporary file in the target's folder, which ``os.replace`` moves over
+the target only once it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+@contextmanager
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", encoding: str | None = None, replace: bool = True
+) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing (``mode`` "wb" or "w"); on a clean exit it becomes
+    ``path``, on an error it is removed. Parent folders are created.
+
+    ``replace=False`` publishes a cache entry that several processes may write at once: the first writer's
+    file stays (a hard link, which fails when ``path`` exists), later ones are dropped.
+
+    The temporary name is unique and opened with "x" (not ``tempfile.mkstemp``, whose 0600 mode would stick
+    to the final file), so the result has the usual permissions.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, mode.replace("w", "x"), encoding=encoding if mode == "w" else None) as handle:
+            yield handle
+        _move_into_place(tmp, path, replace)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _move_into_place(tmp: Path, path: Path, replace: bool) -> None:
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic, and fails when another process published first
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links
+        os.replace(tmp, path)
+
+
+def file_digest(path: str | os.PathLike, length: int = 12) -> str:
+    """The first ``length`` hex digits of a file's SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
