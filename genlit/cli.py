@@ -2,24 +2,33 @@
 (:mod:`genlit.commands`).
 
 Each run gets its own directory ``<trainer.default_root_dir>/<YYYYmmdd-HHMMSS>/`` holding the saved
-``config.yaml`` (which reproduces the run), ``checkpoints/``, ``samples/`` and the logger's files.
+``config.yaml`` (which reproduces the run), ``checkpoints/``, ``samples/`` and the logger's files; a resumed
+run (``--ckpt_path last``, ``--ckpt_path PATH``, ``--run_dir DIR``) continues in its own folder
+(:mod:`genlit.commands.runs`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import os
+import re
 import sys
-import time
 from copy import deepcopy
 from pathlib import Path
 
 import lightning as L
+import torch
 from jsonargparse import ArgumentError
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from genlit.callbacks.checkpoints import AtomicCheckpointIO
 from genlit.callbacks.progress import ThrottledProgressBar
+from genlit.checkpoints import allowed_objects
 from genlit.commands.errors import USER_ERRORS, UsageError, error_line
+from genlit.commands.runs import new_run_dir, resolve_run
 
 EXTRA_COMMANDS = {"sample": "genlit.commands.sample:main", "evaluate": "genlit.commands.evaluate:main"}
 LOGGERS_WITH_SUBDIRS = ("TensorBoardLogger", "CSVLogger")
@@ -41,6 +50,7 @@ class GenlitCLI(LightningCLI):
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            save_config_callback=KeepRunConfig,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={
                 "epilog": "Extra command: genlit sample --ckpt PATH --num N --out FILE.npz",
@@ -57,28 +67,53 @@ class GenlitCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.block_size", "model.init_args.block_size", apply_on="instantiate")
+        parser.add_argument("--run_dir", type=str | None, default=None,
+                            help="the run folder to create or continue (default: a new one under "
+                                 "trainer.default_root_dir, or the one --ckpt_path belongs to)")  # fmt: skip
 
     def before_instantiate_classes(self) -> None:
         """Point the loggers and checkpoints of this run at its own directory; W&B offline by default; the
         progress bar is :class:`~genlit.callbacks.progress.ThrottledProgressBar` unless the config names one."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._config_as_given = deepcopy(config)
+        for key in ("run_dir", "ckpt_path", "weights_only"):  # where and how this launch ran, not the run itself
+            if key in self._config_as_given:
+                self._config_as_given[key] = None
         names_a_bar = any(c.class_path.endswith("ProgressBar") for c in _as_list(config.trainer.callbacks))
         if config.trainer.enable_progress_bar is not False and not names_a_bar and _RICH_AVAILABLE:
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": [ThrottledProgressBar()]}
-        run_dir = _run_dir(config.trainer.default_root_dir)
+        run_dir = getattr(self, "_run_dir", None) or new_run_dir(Path(config.trainer.default_root_dir or "runs"))
         config.trainer.default_root_dir = str(run_dir)
         for logger in _as_list(config.trainer.logger):
             _place_logger(logger, run_dir)
         for callback in _as_list(config.trainer.callbacks):
-            if callback.class_path.endswith("ModelCheckpoint") and callback.init_args.dirpath is None:
+            if _is_model_checkpoint(callback.class_path) and callback.init_args.get("dirpath") is None:
                 callback.init_args.dirpath = str(run_dir / "checkpoints")
+
+    def _parse_ckpt_path(self) -> None:
+        """Resolve this launch's run folder and the checkpoint it continues (``--ckpt_path last`` becomes the
+        newest run's newest checkpoint; :func:`genlit.commands.runs.resolve_run`). The checkpoint is loaded
+        with ``weights_only=True`` (unless the user says ``--weights_only false``) and refused in one line if it
+        names objects genlit never writes (:mod:`genlit.checkpoints`): it cannot run code. Then LightningCLI
+        reads its hparams."""
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            config = self.config[subcommand]
+            root = config.trainer.default_root_dir
+            self._run_dir, config.ckpt_path = resolve_run(root, config.get("run_dir"), config.get("ckpt_path"))
+            if config.get("weights_only") is None:
+                config.weights_only = True
+            if config.weights_only and config.ckpt_path and Path(config.ckpt_path).is_file():
+                torch.serialization.add_safe_globals(allowed_objects(config.ckpt_path))
+        super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs):
         """Save the config as the user gave it (not with this run's directories), so re-running it makes
         a new run instead of overwriting this one."""
         if not self.subcommand:
             return super().instantiate_trainer(**kwargs)
+        if not self.config_init[self.subcommand].trainer.get("plugins"):
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         placed = self.config[self.subcommand]
         self.config[self.subcommand] = self._config_as_given
         try:
@@ -87,22 +122,22 @@ class GenlitCLI(LightningCLI):
             self.config[self.subcommand] = placed
 
 
-def _run_dir(root: str | None) -> Path:
-    """A fresh run directory, the same on every DDP rank.
+class KeepRunConfig(SaveConfigCallback):
+    """Save ``config.yaml`` into the run folder when a run starts; a resumed run keeps the one it started with."""
 
-    Lightning's DDP launcher re-runs the command for ranks > 0 with ``LOCAL_RANK`` set; they inherit the
-    directory chosen by rank 0 through ``GENLIT_RUN_DIR``.
-    """
-    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("GENLIT_RUN_DIR"):
-        return Path(os.environ["GENLIT_RUN_DIR"])
-    base = Path(root or "runs").absolute()
-    run_dir = base / time.strftime("%Y%m%d-%H%M%S")
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
-    os.environ["GENLIT_RUN_DIR"] = str(run_dir)
-    return run_dir
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Write the config, unless this launch continues a run that already has one."""
+        if trainer.ckpt_path and (Path(trainer.log_dir or trainer.default_root_dir) / self.config_filename).exists():
+            return
+        super().setup(trainer, pl_module, stage)
+
+
+def _is_model_checkpoint(class_path: str) -> bool:
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        return issubclass(getattr(importlib.import_module(module_name), name), ModelCheckpoint)
+    except (ImportError, AttributeError, TypeError):
+        return False
 
 
 def _as_list(value) -> list:
@@ -119,8 +154,17 @@ def _place_logger(logger, run_dir: Path) -> None:
         args.save_dir = str(run_dir)
         if os.environ.get("WANDB_MODE") == "online":
             args.offline = False
+        if args.get("id") is None:  # one W&B run per run folder: a resumed run continues it
+            args.id = wandb_run_id(run_dir)
+            logger.dict_kwargs = {**(logger.get("dict_kwargs") or {}), "resume": "allow"}
     elif name in LOGGERS_WITH_SUBDIRS:
         args.save_dir, args.name, args.version = str(run_dir), "", ""
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of a run folder: its name and a hash of its path (W&B ids take letters, digits, - and _)."""
+    digest = hashlib.sha1(str(run_dir.absolute()).encode()).hexdigest()[:8]
+    return re.sub(r"[^\w-]", "_", f"{run_dir.name}-{digest}")
 
 
 def _run_extra(command: str, argv: list[str]) -> None:

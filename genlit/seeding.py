@@ -10,6 +10,7 @@ sample's noise is also the same on every device.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import numpy as np
@@ -98,3 +99,24 @@ def rank_range(num: int, rank: int, world_size: int) -> tuple[int, int]:
     share, extra = divmod(num, world_size)
     start = rank * share + min(rank, extra)
     return start, start + share + (1 if rank < extra else 0)
+
+
+def rng_states() -> dict:
+    """The states of every global random generator a training step may draw from (torch's CPU and CUDA
+    generators, numpy's, Python's), for an exact resume."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, keys.tolist(), pos, has_gauss, cached)  # plain values: checkpoints load weights_only
+    states = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` captured (CUDA states only where there are as many devices)."""
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -8,7 +8,10 @@ import re
 
 from jsonargparse import ArgumentError
 
-USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)  # bad input: one line, no traceback
+from genlit.families.base import NonFiniteLossError
+
+# bad input, and a run that stops on a non-finite loss: one line, no traceback
+USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, NonFiniteLossError)
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
 _NOT_IMPORTABLE = re.compile(
     r"Expected a path but (\S+) either not accessible or invalid|Expected a dot import path string: (\S+)"

@@ -1,15 +1,20 @@
-"""In-memory tensor datasets that gather a whole batch with one indexing op per tensor.
+"""In-memory tensor datasets that gather a whole batch with one indexing op per tensor, and their loader.
 
 PyTorch's DataLoader fetches a batch through ``dataset.__getitems__(indices)`` when it exists; gathering
 ``x[indices]`` at once instead of indexing and re-stacking B single items removes most of the loader's
 per-batch cost. Samplers are untouched, so Lightning's DistributedSampler still shards the data under DDP.
+
+The loader is torchdata's ``StatefulDataLoader``: its ``state_dict`` (the shuffling generator and the batches
+already yielded this epoch) goes into Lightning's checkpoints, so a run resumed mid-epoch sees exactly the
+batches the uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 
 class TensorPairs(TensorDataset):
@@ -25,6 +30,8 @@ def keep_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return batch
 
 
-def tensor_loader(dataset: TensorPairs, batch_size: int, train: bool, **kwargs) -> DataLoader:
-    """A DataLoader over ``dataset``: shuffled with the last partial batch dropped when ``train``."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, collate_fn=keep_batch, **kwargs)
+def tensor_loader(dataset: TensorPairs, batch_size: int, train: bool, **kwargs) -> StatefulDataLoader:
+    """A resumable DataLoader over ``dataset``: shuffled with the last partial batch dropped when ``train``."""
+    return StatefulDataLoader(
+        dataset, batch_size=batch_size, shuffle=train, drop_last=train, collate_fn=keep_batch, **kwargs
+    )

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from genlit.data.tokenizers import Tokenizer, tokenizer_from_json
-from genlit.families.base import GenerativeFamily
+from genlit.families.base import GenerativeFamily, NonFinitePolicy
 from genlit.families.token_sampling import check_sampling_options, sample_next
 from genlit.optim import decay_groups
 from genlit.seeding import SampleRNG
@@ -46,6 +46,7 @@ class AutoregressiveLM(GenerativeFamily):
             cosine decay to a floor) or ``torch.optim.lr_scheduler.OneCycleLR``.
         compile: run the training and evaluation forward through ``torch.compile`` (weights and checkpoints
             are those of the plain net).
+        on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
 
     def __init__(
@@ -57,8 +58,9 @@ class AutoregressiveLM(GenerativeFamily):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
+        on_nonfinite: NonFinitePolicy = "stop",
     ) -> None:
-        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler)
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, on_nonfinite=on_nonfinite)
         if vocab_size < 1 or block_size < 1:
             raise ValueError(
                 f"vocab_size and block_size must be positive, got {vocab_size} and {block_size}; they come from "
@@ -87,18 +89,21 @@ class AutoregressiveLM(GenerativeFamily):
 
     def setup(self, stage: str) -> None:
         """Take the tokenizer of the trainer's DataModule, if it has one."""
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the tokenizer, so sampling needs no dataset."""
+        """Store the tokenizer, so sampling needs no dataset (and refuse non-finite weights, as every family)."""
+        super().on_save_checkpoint(checkpoint)
         if self.tokenizer is not None:
             checkpoint[TOKENIZER_KEY] = self.tokenizer.to_json()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the tokenizer stored by :meth:`on_save_checkpoint`."""
+        """Restore the tokenizer stored by :meth:`on_save_checkpoint` (and what every family restores)."""
+        super().on_load_checkpoint(checkpoint)
         if TOKENIZER_KEY in checkpoint:
             self.set_tokenizer(tokenizer_from_json(checkpoint[TOKENIZER_KEY]))
 
@@ -122,6 +127,8 @@ class AutoregressiveLM(GenerativeFamily):
         x, y = batch
         logits = self(x)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        if not self.loss_is_finite(loss):
+            return None
         self.log_train_step(loss=loss)
         return loss
 

@@ -24,16 +24,26 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torchmetrics import Metric
 from tqdm.auto import tqdm
 
+from genlit.checkpoints import allow_objects_of
 from genlit.families.ema import make_ema
 from genlit.families.step_logging import StepLogger
 from genlit.optim import optimizer_config
-from genlit.seeding import SampleRNG
+from genlit.seeding import SampleRNG, rng_states, set_rng_states
 
 ShapeNetFactory = Callable[[tuple[int, ...], int], nn.Module]
 """A net class (or any callable) taking ``(data_shape, num_classes)``; YAML gives its other init_args."""
+
+NonFinitePolicy = Literal["stop", "skip"]
+RESUME_KEY = "genlit_resume"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training met a NaN or infinite loss (or weights) and stopped before applying it."""
 
 
 class TrainingModule(L.LightningModule):
@@ -43,17 +53,33 @@ class TrainingModule(L.LightningModule):
 
     Subclasses set ``progress_bar_metrics`` (train metrics shown in the bar), ``scheduler_interval``
     (``"step"`` or ``"epoch"``) and, when not every trainable parameter is optimized the same way,
-    :meth:`optimized_parameters`.
+    :meth:`optimized_parameters`. Before a loss is applied they ask :meth:`loss_is_finite`: a NaN or infinite
+    loss stops the run (``on_nonfinite="stop"``) or skips the step (``"skip"``, counted as
+    ``train/nonfinite_skips``), and a checkpoint is never written with non-finite weights.
     """
 
     progress_bar_metrics: tuple[str, ...] = ("loss",)
     scheduler_interval: Literal["step", "epoch"] = "step"
 
-    def __init__(self, optimizer: Callable | None = None, lr_scheduler: Callable | None = None) -> None:
+    def __init__(
+        self,
+        optimizer: Callable | None = None,
+        lr_scheduler: Callable | None = None,
+        on_nonfinite: NonFinitePolicy = "stop",
+    ) -> None:
         super().__init__()
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
         # Kept as given: under LightningCLI, hparams hold their configs (class_path/init_args), not callables.
         self._factories = (optimizer or torch.optim.Adam, lr_scheduler)
         self._step_logger = StepLogger(self, "train", prog_bar=self.progress_bar_metrics)
+        self.on_nonfinite = on_nonfinite
+        self.register_buffer("_nonfinite_skips", torch.zeros((), dtype=torch.long))
+
+    def setup(self, stage: str) -> None:
+        """Let this module's own checkpoints load with ``weights_only=True`` (the net factories, schedules and
+        optimizer classes of a module built in Python; :func:`genlit.checkpoints.allow_objects_of`)."""
+        allow_objects_of(dict(self.hparams))
 
     def log_train_step(self, **values: Tensor) -> None:
         """Record this training step's scalar metrics as ``train/<name>`` (and their epoch means)."""
@@ -62,6 +88,69 @@ class TrainingModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         """Log the epoch means of the training metrics as ``train/<name>_epoch``."""
         self._step_logger.log_epoch_means()
+
+    def loss_is_finite(self, loss: Tensor, **terms: Tensor) -> bool:
+        """Whether to apply ``loss``: True when it is finite (on every rank). Otherwise the run stops with one
+        line naming the step and the non-finite ``terms`` (``on_nonfinite="stop"``), or this step is skipped on
+        every rank and counted (``"skip"``): False."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return True
+        values = {"loss": loss, **terms}
+        bad = ", ".join(f"{k}={v.detach().float().mean().item():.4g}" for k, v in values.items()
+                        if not torch.isfinite(v.detach()).all()) or "on another rank"  # fmt: skip
+        where = f"step {self.global_step}: non-finite training loss ({bad})"
+        if self.on_nonfinite == "stop":
+            raise NonFiniteLossError(
+                f"{where}; the run stops before applying it (the checkpoints hold the last finite weights). "
+                "Lower the learning rate or use --model.on_nonfinite skip"
+            )
+        self._nonfinite_skips += 1
+        self.log("train/nonfinite_skips", self._nonfinite_skips.float(), on_step=True, on_epoch=False)
+        rank_zero_warn(f"{where}; step skipped ({int(self._nonfinite_skips)} so far)")
+        return False
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse to checkpoint non-finite weights (the previous checkpoint stays); store what an exact resume
+        needs beyond Lightning's state: the random generators' states and the epoch's running means."""
+        if not all(torch.isfinite(p).all() for p in self.parameters()):
+            raise NonFiniteLossError(
+                f"step {self.global_step}: the weights are no longer finite; the checkpoint is not written "
+                "(the previous one stays). Lower the learning rate or use --model.on_nonfinite skip"
+            )
+        checkpoint[RESUME_KEY] = {
+            "rng": rng_states(),
+            "step_logger": self._step_logger.state_dict(),
+            "train_metrics": {name: (m.metric_state, m._update_count) for name, m in self._train_metrics()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Take back the running means now and the random states when training restarts."""
+        state = checkpoint.get(RESUME_KEY)
+        if state:
+            self._step_logger.load_state_dict(state["step_logger"])
+            for name, metric in self._train_metrics():
+                if name in state["train_metrics"]:
+                    values, updates = state["train_metrics"][name]
+                    for key, value in values.items():
+                        setattr(metric, key, value)
+                    metric._update_count = updates
+            self._rng_to_restore = state["rng"]
+
+    def _train_metrics(self) -> list[tuple[str, Metric]]:
+        """The torchmetrics that accumulate over a training epoch (attributes named ``train_*``): their states
+        are not in the state dict, so a resume in the middle of an epoch carries them here."""
+        return [(name, m) for name, m in self.named_children() if isinstance(m, Metric) and name.startswith("train")]
+
+    def on_train_start(self) -> None:
+        """On a resumed run, restore the random generators where the checkpoint left them, after the sanity
+        check and before the first batch is fetched and augmented (so its noise, dropout and augmentation match
+        the uninterrupted run's). Lightning calls this hook on every start, mid-epoch ones included."""
+        if getattr(self, "_rng_to_restore", None) is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def optimized_parameters(self) -> Any:
         """What the optimizer factory is given: every trainable parameter (or param groups)."""
@@ -85,6 +174,7 @@ class GenerativeFamily(TrainingModule):
         num_classes: number of classes of the data (linked from the DataModule by the CLI).
         conditional: class-conditional model; needs labelled data (``num_classes`` >= 1).
         optimizer / lr_scheduler: factories (see :class:`TrainingModule`).
+        on_nonfinite: on a NaN or infinite training loss, ``stop`` the run or ``skip`` the step.
     """
 
     def __init__(
@@ -93,8 +183,9 @@ class GenerativeFamily(TrainingModule):
         conditional: bool = False,
         optimizer: Callable | None = None,
         lr_scheduler: Callable | None = None,
+        on_nonfinite: NonFinitePolicy = "stop",
     ) -> None:
-        super().__init__(optimizer, lr_scheduler)
+        super().__init__(optimizer, lr_scheduler, on_nonfinite)
         if conditional and num_classes < 1:
             raise ValueError(
                 f"conditional=True needs labelled data, but the DataModule reports 0 classes; "

@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from genlit.families.base import TrainingModule
+from genlit.families.base import NonFinitePolicy, TrainingModule
 
 ClassifierFactory = Callable[[tuple[int, ...], int], nn.Module]
 """A net class taking ``(data_shape, num_classes)``, with ``forward`` -> logits and ``features``."""
@@ -30,6 +30,7 @@ class Classifier(TrainingModule):
         data_shape / num_classes: linked from the DataModule by the CLI.
         label_smoothing: of the cross-entropy loss.
         optimizer / lr_scheduler: factories; the scheduler is stepped every epoch.
+        on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
 
     scheduler_interval = "epoch"
@@ -42,8 +43,9 @@ class Classifier(TrainingModule):
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        on_nonfinite: NonFinitePolicy = "stop",
     ) -> None:
-        super().__init__(optimizer, lr_scheduler)
+        super().__init__(optimizer, lr_scheduler, on_nonfinite)
         if num_classes < 2:
             raise ValueError(
                 f"a classifier needs labelled data with >= 2 classes, got {num_classes}; set --data.label_column"
@@ -66,6 +68,8 @@ class Classifier(TrainingModule):
         """Cross-entropy on labelled images."""
         x, y = batch
         loss = F.cross_entropy(self.net(x), y, label_smoothing=self.hparams.label_smoothing)
+        if not self.loss_is_finite(loss):
+            return None
         self.log_train_step(loss=loss)
         return loss
 

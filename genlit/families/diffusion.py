@@ -32,7 +32,7 @@ from genlit.diffusion.losses import training_losses
 from genlit.diffusion.samplers import DDIMSampler, Denoiser, Sampler
 from genlit.diffusion.schedules import LinearSchedule, NoiseSchedule
 from genlit.diffusion.targets import PredictionTarget, check_target, split_prediction
-from genlit.families.base import GenerativeFamily, ShapeNetFactory
+from genlit.families.base import GenerativeFamily, NonFinitePolicy, ShapeNetFactory
 from genlit.metrics.binned import BinnedMean
 from genlit.objectives.elbo import bits_per_dim
 from genlit.seeding import SampleRNG
@@ -60,6 +60,7 @@ class Diffusion(GenerativeFamily):
             start of training (:meth:`GenerativeFamily.keep_ema`); 0 disables it.
         nll_timesteps: terms of the bound computed per test batch (stratified estimate); None: all T.
         optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
+        on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
 
     def __init__(
@@ -79,10 +80,11 @@ class Diffusion(GenerativeFamily):
         nll_timesteps: int | None = 50,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        on_nonfinite: NonFinitePolicy = "stop",
     ) -> None:
         check_target(prediction)
         _check_options(min_snr_gamma, label_dropout, nll_timesteps)
-        super().__init__(num_classes, conditional, optimizer, lr_scheduler)
+        super().__init__(num_classes, conditional, optimizer, lr_scheduler, on_nonfinite)
         self.save_hyperparameters()
         self.data_shape = tuple(data_shape)
         self.schedule = schedule if schedule is not None else LinearSchedule()
@@ -225,6 +227,8 @@ class Diffusion(GenerativeFamily):
         x, y = batch
         loss, t = self.losses(x, self._training_labels(y))
         mean = loss.mean()
+        if not self.loss_is_finite(mean):
+            return None
         self.log_train_step(loss=mean)
         self._update_quartiles("train", loss, t)
         return mean

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from genlit.families.base import GenerativeFamily, ShapeNetFactory
+from genlit.families.base import GenerativeFamily, NonFinitePolicy, ShapeNetFactory
 from genlit.objectives.adversarial import (
     LossName,
     check_loss_name,
@@ -52,6 +52,7 @@ class GAN(GenerativeFamily):
         g_optimizer / d_optimizer: optimizer factories (TTUR: different learning rates and betas).
         g_lr_scheduler / d_lr_scheduler: optional LR scheduler factories, stepped after each step of
             their optimizer (``lr_scheduler_interval="step"``) or each epoch (``"epoch"``).
+        on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
 
     progress_bar_metrics = ("d_loss", "g_loss")
@@ -73,10 +74,11 @@ class GAN(GenerativeFamily):
         g_lr_scheduler: LRSchedulerCallable | None = None,
         d_lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        on_nonfinite: NonFinitePolicy = "stop",
     ) -> None:
         check_loss_name(loss)
         _check_options(n_critic, lr_scheduler_interval)
-        super().__init__(num_classes, conditional)
+        super().__init__(num_classes, conditional, on_nonfinite=on_nonfinite)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.data_shape = tuple(data_shape)
@@ -129,6 +131,8 @@ class GAN(GenerativeFamily):
         if hp.r1_gamma > 0:
             stats["r1_penalty"] = r1_penalty(real_out, real)
             loss = loss + hp.r1_gamma / 2 * stats["r1_penalty"]
+        if not self.loss_is_finite(loss, **stats):
+            return
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt.step()
@@ -139,6 +143,8 @@ class GAN(GenerativeFamily):
         with self._grad_for(self.discriminator):
             fake = self.generator(self.noise(batch_size), labels)  # (B, *data_shape)
             loss = generator_loss(self.hparams.loss, self.discriminator(fake, labels))
+            if not self.loss_is_finite(loss):
+                return
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
         opt.step()

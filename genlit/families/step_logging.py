@@ -45,6 +45,14 @@ class StepLogger:
             self.module.log(f"{self.stage}/{name}_epoch", mean, on_step=False, on_epoch=True, sync_dist=True)
         self._sums, self._counts = {}, {}
 
+    def state_dict(self) -> dict:
+        """The epoch's running sums and counts (for a resume in the middle of an epoch)."""
+        return {"sums": dict(self._sums), "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the epoch's running sums and counts from :meth:`state_dict`."""
+        self._sums, self._counts = dict(state["sums"]), dict(state["counts"])
+
     def _logs_this_step(self) -> bool:
         trainer = self.module._trainer
         if trainer is None:

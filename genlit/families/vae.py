@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
-from genlit.families.base import GenerativeFamily
+from genlit.families.base import GenerativeFamily, NonFinitePolicy
 from genlit.objectives.elbo import (
     LikelihoodName,
     binarize,
@@ -61,6 +61,7 @@ class VAE(GenerativeFamily):
         iw_samples: importance samples k of ``test/nll`` (and anomaly scores).
         iw_chunk: samples decoded at once while computing the bound (memory/speed trade-off).
         optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
+        on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
 
     progress_bar_metrics = ("elbo",)
@@ -83,10 +84,11 @@ class VAE(GenerativeFamily):
         iw_chunk: int = 100,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        on_nonfinite: NonFinitePolicy = "stop",
     ) -> None:
         check_likelihood_name(likelihood)
         _check_options(latent_dim, gaussian_scale, beta, iw_samples, iw_chunk)
-        super().__init__(num_classes, conditional, optimizer, lr_scheduler)
+        super().__init__(num_classes, conditional, optimizer, lr_scheduler, on_nonfinite)
         self.save_hyperparameters()
         self.data_shape = tuple(data_shape)
         net_classes = num_classes if conditional else 0
@@ -191,7 +193,10 @@ class VAE(GenerativeFamily):
         x, y = batch
         terms = self.elbo_terms(*self.prepare(x, "train"), y if self.conditional else None)
         loss = (terms["recon"] + self.kl_weight() * terms["kl_train"]).mean()
-        self.log_train_step(**self._summaries(terms))
+        summaries = self._summaries(terms)
+        if not self.loss_is_finite(loss, recon=summaries["recon"], kl=summaries["kl"]):
+            return None
+        self.log_train_step(**summaries)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

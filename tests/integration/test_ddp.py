@@ -100,3 +100,19 @@ def test_language_model_under_two_cpu_ranks(tmp_path, data_dir):
     for key, value in ranks[0]["net"].items():
         torch.testing.assert_close(value, ranks[1]["net"][key], rtol=0, atol=0, msg=f"net.{key} differs")
     assert ranks[0]["metrics"] == ranks[1]["metrics"] and "val/bits_per_char" in ranks[0]["metrics"]
+
+
+def test_torchrun_ranks_write_one_run_folder(tmp_path):
+    """Ranks that torchrun starts (not Lightning's launcher) agree on the run folder through torchrun's store."""
+    root = tmp_path / "runs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+               "-m", "genlit.cli", "fit", "--config", str(EXPERIMENTS / "gan" / "toy_ring8.yaml"),
+               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+               "--trainer.max_steps", "6", "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
+               "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("GENLIT_RUN_DIR", None)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = root.iterdir()
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()

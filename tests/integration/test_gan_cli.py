@@ -1,11 +1,15 @@
 """The GAN family end to end through the ``genlit`` command: fit, resume, sample, offline W&B."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from genlit.cli import main
-from tests.integration.helpers import fit, mnist_args
+from genlit.commands.runs import newest_checkpoint
+from tests.conftest import EXPERIMENTS
+from tests.integration.helpers import FAST, fit, mnist_args
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +65,14 @@ def test_saved_config_reproduces_the_run(mnist_run, tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_resume_continues_step_count(toy_run, tmp_path):
-    last = toy_run / "checkpoints" / "last.ckpt"
-    run = fit("gan/toy_ring8.yaml", tmp_path, "--trainer.max_steps", "60", "--ckpt_path", str(last))
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+def test_resume_continues_step_count_in_the_checkpoints_run_folder(toy_run, tmp_path):
+    run = tmp_path / "runs" / toy_run.name
+    shutil.copytree(toy_run, run)  # a copy: the fixture's run stays as it is for the other tests
+    args = ["fit", "--config", str(EXPERIMENTS / "gan" / "toy_ring8.yaml"), "--trainer.max_steps", "60", *FAST]
+    main([*args, "--trainer.default_root_dir", str(tmp_path / "elsewhere"), "--ckpt_path", str(run / "checkpoints" /
+          "last.ckpt")])  # fmt: skip
+    assert not (tmp_path / "elsewhere").exists()  # continued in its own folder, not a new one
+    ckpt = torch.load(newest_checkpoint(run), weights_only=False)  # last-v1.ckpt: the copy moved the folder
     assert ckpt["global_step"] == 60
     assert int(ckpt["state_dict"]["_generator_steps"]) == 30
 
