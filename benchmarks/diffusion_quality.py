@@ -1,6 +1,6 @@
 """Quality figures of the diffusion experiments, trained and tested through ``genlit`` as a user runs them.
 
-    python benchmarks/diffusion_quality.py ddpm_mnist --max-time 00:00:15:00
+    python -m benchmarks.diffusion_quality ddpm_mnist --max-time 00:00:15:00
 
 Trains on the 9,000-image train split of ``$GENLIT_DATA_DIR/mnist`` for the time budget (run directory
 under ``runs/benchmarks/``), then, with the last checkpoint's EMA weights, draws the same noise through

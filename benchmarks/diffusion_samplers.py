@@ -1,6 +1,6 @@
 """FID (genlit's MNIST evaluator) of one diffusion checkpoint under DDPM-1000, DDIM-50 and DDIM-20.
 
-    python benchmarks/diffusion_samplers.py --ckpt runs/.../last.ckpt --extractor runs/evaluators/mnist_classifier \
+    python -m benchmarks.diffusion_samplers --ckpt runs/.../last.ckpt --extractor runs/evaluators/mnist_classifier \
         [--num 500] [--split test] [--samplers DDPM-1000 DDIM-50 DDIM-50-eta0.5 ...]
 
 Every sampler starts from the same noise (and, for class-conditional models, the same balanced labels at

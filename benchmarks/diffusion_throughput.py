@@ -4,7 +4,7 @@ Same U-Net as experiments/diffusion/ddpm_mnist.yaml (channels 16, mults 1-2-4, a
 Adam, linear schedule, eps target and EMA of the weights, on the offline MNIST copy
 (``$GENLIT_DATA_DIR/mnist``). The loops alternate and the median of the per-repeat ratios is printed.
 
-    python benchmarks/diffusion_throughput.py [--steps 100] [--warmup 10] [--repeats 5] [--batch-size 64]
+    python -m benchmarks.diffusion_throughput [--steps 100] [--warmup 10] [--repeats 5] [--batch-size 64]
 """
 
 from __future__ import annotations

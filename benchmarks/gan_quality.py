@@ -1,8 +1,8 @@
 """Quality figures of the GAN experiments, measured through the ``genlit`` command as a user runs it.
 
-    python benchmarks/gan_quality.py toy_ring8                   # whole `genlit fit` run, timed
-    python benchmarks/gan_quality.py toy_grid25
-    python benchmarks/gan_quality.py dcgan_mnist --max-time 00:00:10:00
+    python -m benchmarks.gan_quality toy_ring8                   # whole `genlit fit` run, timed
+    python -m benchmarks.gan_quality toy_grid25
+    python -m benchmarks.gan_quality dcgan_mnist --max-time 00:00:10:00
 
 Toy mixtures: wall time of the whole run, then modes covered and the share of high-quality samples
 (within 3 std of a mode) of 2,500 samples from the EMA generator (the papers' protocol).

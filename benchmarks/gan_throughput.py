@@ -5,7 +5,7 @@ MNIST copy (``$GENLIT_DATA_DIR/mnist``). One "step" = one discriminator step + o
 The loops alternate (plain, plain with D frozen in the G step, genlit, ...) and the median of the per-repeat ratios is
 printed: genlit against the usual hand-written loop, and against one doing exactly genlit's work.
 
-    python benchmarks/gan_throughput.py [--steps 300] [--warmup 30] [--repeats 3] [--batch-size 64]
+    python -m benchmarks.gan_throughput [--steps 300] [--warmup 30] [--repeats 3] [--batch-size 64]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ on 20 random batches, as nanoGPT's ``estimate_loss`` does; then it saves the wei
 Both final models are then evaluated, untimed, on the same blocks: the 20 validation batches genlit's run
 reports (``limit_val_batches: 20`` of TextDataModule's fixed, scattered blocks) and the whole validation split.
 
-    python benchmarks/gpt_cpu_recipe.py [--seeds 1337 1 2]
+    python -m benchmarks.gpt_cpu_recipe [--seeds 1337 1 2]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ token embedding (tied to the head) and the position embedding included. For each
 CPU recipe (``benchmarks/plain_gpt.py``: same model, batch, schedule and clipping) once with each grouping, from the
 same initial weights and batches, and prints the loss on the whole validation split (fixed blocks of 64).
 
-    python benchmarks/gpt_decay_groups.py [--seeds 1337 1 2] [--steps 2000]
+    python -m benchmarks.gpt_decay_groups [--seeds 1337 1 2] [--steps 2000]
 """
 
 from __future__ import annotations

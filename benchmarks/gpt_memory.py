@@ -8,7 +8,7 @@ mix. Printed per mode:
   otherwise the process's peak resident set size (``ru_maxrss``) above what it held before the step;
 - the time of a step (best of three, after the measured one).
 
-    python benchmarks/gpt_memory.py [--batch-size 8] [--device cpu|cuda]
+    python -m benchmarks.gpt_memory [--batch-size 8] [--device cpu|cuda]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Prints the step time without the profiler, then the self CPU time per step of th
 (matmuls, attention, GELU, layer norm, optimizer) and the top operators. The matmul line also gives the
 FLOP/s those matmuls reach against this machine's float32 peak (a 2048^3 matmul).
 
-    python benchmarks/gpt_step_profile.py [--steps 30]
+    python -m benchmarks.gpt_step_profile [--steps 30]
 """
 
 from __future__ import annotations

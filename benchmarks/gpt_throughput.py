@@ -20,7 +20,7 @@ redraws, a few per second), is printed beside it, with the median paired differe
 the ``training_step`` of a LightningModule with manual optimization; the batch Lightning fetches is dropped). What
 it is slower than the same step called directly is what Lightning's loop costs per step, with no genlit code.
 
-    python benchmarks/gpt_throughput.py [--steps 300] [--warmup 30] [--repeats 5] [--batch-size 12] [--lightning-only]
+    python -m benchmarks.gpt_throughput [--steps 300] [--warmup 30] [--repeats 5] [--batch-size 12] [--lightning-only]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ gradient clipping and a warm-up + cosine schedule; the Trainer runs with Lightni
 with genlit's :class:`~genlit.callbacks.progress.ThrottledProgressBar`, and without a bar. Prints ms per step
 of each, alternating, and the medians. What is left between "plain" and "no bar" is Lightning's loop itself.
 
-    python benchmarks/lightning_overhead.py [--steps 1000] [--repeats 3]
+    python -m benchmarks.lightning_overhead [--steps 1000] [--repeats 3]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The results table: every image family's MNIST experiments trained for one CPU budget and evaluated alike.
 
-    python benchmarks/quality.py [--budget 00:00:05:00] [--num 1000] [--experiments gan/dcgan_mnist ...] [--readme]
+    python -m benchmarks.quality [--budget 00:00:05:00] [--num 1000] [--experiments gan/dcgan_mnist ...] [--readme]
 
 Each experiment is trained with ``genlit fit`` on the 9,000-image train split of ``$GENLIT_DATA_DIR/mnist``
 for ``--budget`` of wall time (its YAML otherwise unchanged; run directories under

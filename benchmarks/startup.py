@@ -4,7 +4,7 @@ For each module set: the seconds to import it, and the seconds from the end of t
 has exited (interpreter finalization), medians over ``--repeats`` fresh processes. ``python -c pass`` is the
 baseline. These fixed costs are part of every whole-run wall time (``benchmarks/gpt_cpu_recipe.py``).
 
-    python benchmarks/startup.py [--repeats 3]
+    python -m benchmarks.startup [--repeats 3]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How stable is ``test/nll`` (the importance-weighted bound) at the default k? Trains vae_mnist briefly,
 then evaluates the test NLL of the same checkpoint with k=1000 under two seeds and with k=2000.
 
-    python benchmarks/vae_iw_stability.py [--max-time 00:00:03:00] [--num-test 500]
+    python -m benchmarks.vae_iw_stability [--max-time 00:00:03:00] [--num-test 500]
 """
 
 from __future__ import annotations

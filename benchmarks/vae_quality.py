@@ -1,7 +1,7 @@
 """Quality figures of the VAE experiments, trained and tested through ``genlit`` as a user runs them.
 
-    python benchmarks/vae_quality.py vae_mnist --max-time 00:00:10:00          # test NLL (IW, k=1000)
-    python benchmarks/vae_quality.py vae_anomaly_mnist --max-time 00:00:05:00  # anomaly AUROC
+    python -m benchmarks.vae_quality vae_mnist --max-time 00:00:10:00          # test NLL (IW, k=1000)
+    python -m benchmarks.vae_quality vae_anomaly_mnist --max-time 00:00:05:00  # anomaly AUROC
 
 Trains on the 9,000-image train split of ``$GENLIT_DATA_DIR/mnist`` (5% of it carved off for validation)
 for the time budget, then runs ``genlit test`` on the 1,000-image test split with the checkpoint of the

@@ -4,7 +4,7 @@ Same nets as experiments/vae/vae_mnist.yaml (conv encoder/decoder, width 32, hid
 batch, Adam, Bernoulli likelihood with dynamic binarization, on the offline MNIST copy
 (``$GENLIT_DATA_DIR/mnist``). The loops alternate and the median of the per-repeat ratios is printed.
 
-    python benchmarks/vae_throughput.py [--steps 300] [--warmup 30] [--repeats 5] [--batch-size 128]
+    python -m benchmarks.vae_throughput [--steps 300] [--warmup 30] [--repeats 5] [--batch-size 128]
 """
 
 from __future__ import annotations

@@ -168,3 +168,14 @@ def save_png(picture: np.ndarray, path: str | os.PathLike) -> Path:
     with atomic_write(path) as handle:
         Image.fromarray(array).save(handle, format="PNG")
     return Path(path)
+
+
+def write_samples_npz(path: str | os.PathLike, samples: Tensor, labels: Tensor | None = None) -> Path:
+    """Write samples as the guided-diffusion evaluation ``.npz``: ``arr_0`` uint8 (N, H, W, C) for images in
+    [-1, 1] (float32 (N, D) for flat samples), ``arr_1`` int64 (N,) labels when given; atomically."""
+    arrays = {"arr_0": to_uint8(samples).numpy() if samples.dim() == 4 else samples.float().numpy().astype(np.float32)}
+    if labels is not None:
+        arrays["arr_1"] = labels.cpu().numpy().astype(np.int64)
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
+    return Path(path)

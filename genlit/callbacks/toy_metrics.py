@@ -34,7 +34,10 @@ class ToyModeMetrics(L.Callback):
         self.seed = seed
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Check that the module samples and that the datamodule describes the mixture (``centers``, ``std``)."""
+        """Check that the module samples and that the datamodule describes the mixture (``centers``, ``std``),
+        for the stages that validate."""
+        if stage not in ("fit", "validate"):
+            return
         if not isinstance(pl_module, Generative):
             raise ValueError(f"ToyModeMetrics needs a generative family, got {type(pl_module).__name__}")
         datamodule = getattr(trainer, "datamodule", None)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
+import lightning as L
 import torch
+from jsonargparse.typing import PositiveInt
 
-from genlit.commands.options import contract_options, parse_command
+from genlit.callbacks.sample_writer import SampleWriter
+from genlit.commands.options import contract_options, parse_command, resolve_device
+from genlit.data.requests import SampleRequests
 from genlit.families.protocols import DataShaped, Generative, TextModel
 from genlit.files import atomic_write
-from genlit.imaging import samples_picture, save_png, to_uint8
+from genlit.imaging import samples_picture, save_png, write_samples_npz
 from genlit.seeding import SampleRNG
 
 _DESCRIPTION = (
@@ -30,6 +33,9 @@ def _arguments(parser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint written by genlit fit")
     parser.add_argument("--out", default=None, help="images: output .npz (required; a PNG grid is written beside "
                         "it); language models: a text file (optional)")  # fmt: skip
+    parser.add_argument("--devices", type=PositiveInt, default=1, help="draw on this many devices (Lightning's "
+                        "predict loop, DDP; --device names their kind); the samples are the same")  # fmt: skip
+    parser.add_argument("--num-nodes", type=PositiveInt, default=1, help="nodes of a multi-node draw")
 
 
 def draw(model: Generative, num: int, *, seed: int = 0, batch_size: int = 500, labels=None, **options):
@@ -48,15 +54,6 @@ def draw_as_asked(model: Generative, args, options: dict) -> tuple[torch.Tensor,
     return draw(model, args.num, seed=args.seed, batch_size=args.batch_size, progress=True, **contract, **options)
 
 
-def write_npz(out: Path, samples: torch.Tensor, labels: torch.Tensor | None) -> None:
-    """Write ``arr_0`` (and ``arr_1``) atomically: a failure leaves no partial file behind."""
-    arrays = {"arr_0": to_uint8(samples).numpy() if samples.dim() == 4 else samples.numpy().astype(np.float32)}
-    if labels is not None:
-        arrays["arr_1"] = labels.numpy().astype(np.int64)
-    with atomic_write(out) as handle:
-        np.savez(handle, **arrays)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run ``genlit sample``."""
     model, args, options = parse_command("genlit sample", _DESCRIPTION, argv, _arguments)
@@ -68,17 +65,36 @@ def main(argv: list[str] | None = None) -> None:
     if args.num is None:
         raise ValueError(f"--num is required for a {name} checkpoint (the number of samples)")
     out = Path(args.out)
+    if args.devices > 1 or args.num_nodes > 1:
+        return draw_on_devices(model, args, options, out)
     samples, labels = draw_as_asked(model, args, options)
-    write_npz(out, samples, labels)
+    write_samples_npz(out, samples, labels)
     shown = samples[:64] if isinstance(model, DataShaped) and samples.dim() == 4 else samples
     save_png(samples_picture(shown), out.with_suffix(".png"))  # a grid of 64 images, or every 2-D point
     print(f"wrote {out} ({args.num} samples) and {out.with_suffix('.png')}")
+
+
+def draw_on_devices(model: Generative, args, options: dict, out: Path) -> None:
+    """Draw ``--num`` samples with Lightning's predict loop over ``--devices`` x ``--num-nodes`` (DDP), written by
+    :class:`~genlit.callbacks.sample_writer.SampleWriter`: the same ``.npz`` as one process draws, plus shards."""
+    contract = contract_options(args, model, args.num)
+    model.predict_options = {"use_ema": contract["use_ema"], **options}
+    accelerator = resolve_device(args.device).split(":")[0].replace("cuda", "gpu")
+    trainer = L.Trainer(accelerator=accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy="ddp",
+                        logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        callbacks=[SampleWriter(str(out))], default_root_dir=str(out.parent))  # fmt: skip
+    requests = SampleRequests(args.num, args.seed, args.batch_size, args.label)
+    trainer.predict(model, datamodule=requests, return_predictions=False)
+    if trainer.is_global_zero:
+        print(f"wrote {out} ({args.num} samples on {trainer.world_size} processes) and {out.with_suffix('.png')}")
 
 
 def sample_text(model: TextModel, args, options: dict) -> None:
     """Generate ``--num`` continuations of ``--prompt``, streamed to stdout and written to ``--out`` if given.
     Continuation i is the model's sample i under ``--seed``."""
     contract_options(args, model, 1)  # rejects --label and --no-ema
+    if args.devices > 1 or args.num_nodes > 1:
+        raise ValueError("--devices and --num-nodes draw images; a language model's texts stream from one device")
     prompt = options.pop("prompt")
     max_new = options.pop("max_new_tokens")
     ids = model.encode_prompt(prompt)  # (1, T0)

@@ -11,10 +11,14 @@ batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
+
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata calls a retired torch API
 
 
 class TensorPairs(TensorDataset):

@@ -195,6 +195,7 @@ class GenerativeFamily(TrainingModule):
         self.ema: nn.Module | None = None
         self._ema_of: str | None = None
         self._ema_in_use = False
+        self.predict_options: dict[str, Any] = {}  # sample() options of predict_step (use_ema, a sampler, ...)
 
     # ------------------------------------------------------------------------------------------------ EMA
     def keep_ema(self, name: str, decay: float) -> None:
@@ -305,6 +306,21 @@ class GenerativeFamily(TrainingModule):
             return torch.cat(parts)
         return [item for part in parts for item in part]
 
+    def predict_step(self, batch: dict, batch_idx: int = 0) -> dict:
+        """Answer a sample request of :class:`genlit.data.requests.SampleRequests` (``indices``, ``seed``,
+        optional ``labels``): ``{"indices", "samples", "labels"}``, so that Lightning's predict loop draws samples
+        on any number of devices (the writer: :class:`genlit.callbacks.sample_writer.SampleWriter`)."""
+        if not is_sample_request(batch):
+            raise ValueError(
+                f"{type(self).__name__}.predict_step draws samples for sample requests; use "
+                "--data genlit.data.requests.SampleRequests (or genlit sample)"
+            )
+        indices = batch["indices"].cpu()
+        rng = SampleRNG(indices, int(batch["seed"]), self.device)
+        labels = self.sample_labels(indices, batch.get("labels"))
+        samples = self.sample(len(indices), labels=labels, generator=rng, **self.predict_options)
+        return {"indices": indices, "samples": samples, "labels": None if labels is None else labels.cpu()}
+
     def sample_labels(self, indices: Tensor, labels: Tensor | Sequence[int] | None = None) -> Tensor | None:
         """The labels (N,) of samples with global ``indices`` (N,): as given (checked), balanced
         ``indices % num_classes`` by default, or None for an unconditional model (which refuses labels)."""
@@ -346,6 +362,11 @@ class GenerativeFamily(TrainingModule):
         """Draw ``num`` samples with ``labels`` (N,) or None and noise from ``rng``; called by :meth:`sample`
         in eval mode, without gradients and with the EMA weights in place. Options are keyword-only."""
         raise NotImplementedError(f"{type(self).__name__} does not implement draw()")
+
+
+def is_sample_request(batch) -> bool:
+    """Whether a predict batch is a sample request (a dict with ``indices`` and ``seed``)."""
+    return isinstance(batch, dict) and "indices" in batch and "seed" in batch
 
 
 def _state_tensors(module: nn.Module) -> list[Tensor]:

@@ -208,11 +208,6 @@ class GAN(GenerativeFamily):
         values = {"d_real": real_out.mean(), "d_fake": fake_out.mean(), "d_loss": loss}
         self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=True)
 
-    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Samples, one per item of the batch (labels taken from the batch for conditional models)."""
-        real, y = batch
-        return self.sample(real.shape[0], labels=y if self.conditional else None)
-
     # ------------------------------------------------------------------------------------- optimization
     def configure_optimizers(self):
         """Separate D and G optimizers (index 0: D, 1: G), each with its optional scheduler."""

@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
-from genlit.families.base import GenerativeFamily, NonFinitePolicy
+from genlit.families.base import GenerativeFamily, NonFinitePolicy, is_sample_request
 from genlit.objectives.elbo import (
     LikelihoodName,
     binarize,
@@ -235,8 +235,11 @@ class VAE(GenerativeFamily):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         return list(getattr(datamodule, "held_out_classes", None) or [])
 
-    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Per-example anomaly scores (negative IW bound) of the batch."""
+    def predict_step(self, batch, batch_idx: int = 0):
+        """Samples for a sample request (as every family); per-example anomaly scores (the negative IW bound)
+        for a batch of data."""
+        if is_sample_request(batch):
+            return super().predict_step(batch, batch_idx)
         x, y = batch
         return self.anomaly_score(x, y if self.conditional else None)
 

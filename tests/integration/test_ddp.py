@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,3 +117,28 @@ def test_torchrun_ranks_write_one_run_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = root.iterdir()
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+
+
+def test_sampling_on_two_ranks_writes_what_one_process_writes(tmp_path):
+    """genlit sample --devices 2: Lightning's predict loop on 2 CPU ranks, one .npz (and shards) equal to one process's
+    draw with the same seed, conditional labels included."""
+    root = tmp_path / "runs"
+    fit = [sys.executable, "-m", "genlit.cli", "fit", "--config", str(EXPERIMENTS / "gan" / "toy_ring8.yaml"),
+           "--model.init_args.conditional", "true", "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0",
+           "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
+           str(root)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("GENLIT_RUN_DIR", None)
+    assert subprocess.run(fit, cwd=tmp_path, env=env, capture_output=True, timeout=300).returncode == 0
+    (ckpt,) = root.glob("*/checkpoints/last.ckpt")
+    sample = [sys.executable, "-m", "genlit.cli", "sample", "--ckpt", str(ckpt), "--num", "45", "--batch-size", "7",
+              "--seed", "3", "--device", "cpu"]  # fmt: skip
+    one = subprocess.run([*sample, "--out", str(tmp_path / "one.npz")], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([*sample, "--out", str(tmp_path / "two.npz"), "--devices", "2"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
+    np.testing.assert_array_equal(b["arr_1"], np.arange(45) % 8)
+    assert (tmp_path / "two.rank0.npz").is_file() and (tmp_path / "two.rank1.npz").is_file()
