@@ -86,10 +86,13 @@ def run_family(family: str, kills: int, every: int, sigusr1: bool, work: Path, r
     for i, step in enumerate(kill_steps):
         how = "SignalAt" if sigusr1 and i == kills - 1 else "KillAt"
         resume = ["--ckpt_path", "last"] if i > 0 and not sigusr1 else []  # under SLURM a relaunch just continues
-        killed = fit(family, root, [checkpoints, callback(f"{probe}.{how}", step=step), *resume], env)
+        record = work / family / "killed_at"
+        killed = fit(family, root, [checkpoints, callback(f"{probe}.{how}", step=step, record=str(record)), *resume],
+                     env)  # fmt: skip
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
         (run,) = root.iterdir()
-        lost.append((step, torch.load(newest_checkpoint(run), weights_only=True)["global_step"]))
+        saved = torch.load(newest_checkpoint(run), weights_only=True)["global_step"]
+        lost.append((int(record.read_text()), saved))
     resume = [] if sigusr1 else ["--ckpt_path", "last"]
     final = fit(family, root, [checkpoints, callback(f"{probe}.SaveEndState", path=str(work / family / "resumed")),
                                *resume], env)  # fmt: skip

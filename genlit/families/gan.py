@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from genlit.families.base import GenerativeFamily, NonFinitePolicy, ShapeNetFactory
 from genlit.objectives.adversarial import (
@@ -160,7 +161,7 @@ class GAN(GenerativeFamily):
         Under DDP every backward must reach every parameter the reducer knows (else: unused-parameter
         errors), so there the other net's gradients are computed and later cleared by ``zero_grad``.
         """
-        if self.trainer.world_size > 1:
+        if isinstance(self.trainer.model, DistributedDataParallel):  # DDP's, even with one process
             yield
             return
         flags = [p.requires_grad for p in net.parameters()]
