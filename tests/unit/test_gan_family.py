@@ -80,3 +80,10 @@ def test_losses_are_logged_per_step_and_per_epoch():
     metrics = trainer.callback_metrics
     for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/d_loss_epoch"):
         assert key in metrics and torch.isfinite(metrics[key])
+
+
+def test_one_process_ddp_trains_both_nets(tmp_path):
+    """DDP wraps the model even with one process (sbatch with one GPU): the G step must reach D's parameters."""
+    model = make_gan(n_critic=1)
+    trainer = fit(model, batches=4, strategy="ddp", devices=1, accelerator="cpu", default_root_dir=tmp_path)
+    assert trainer.global_step == 8 and model.generator_steps == 4
