@@ -9,7 +9,11 @@ commands, callbacks and notebooks rely on without asking which family a module i
   them. ``options`` are the keyword-only parameters of the family's :meth:`~GenerativeFamily.draw`
   (:meth:`~GenerativeFamily.sample_options`); the commands build their flags from them.
 - Per-sample seeding (:class:`genlit.seeding.SampleRNG`): sample i's noise depends only on (seed, i), so
-  :meth:`~GenerativeFamily.sample_many` gives the same samples for any batch size, device count or rank.
+  :meth:`~GenerativeFamily.sample_many` gives the same samples for any batch size, device count or rank;
+  ``predict_step`` answers sample requests, so Lightning's predict loop draws on many devices.
+- Fault tolerance for every module genlit trains (:class:`TrainingModule`): a non-finite loss stops the run or
+  skips the step, non-finite weights are never checkpointed, and a checkpoint carries what an exact resume
+  needs beyond Lightning's own state (random generators, running means).
 - One label policy: conditional families draw the balanced labels ``i % num_classes`` of the samples' global
   indices unless labels are given (range-checked); unconditional ones refuse labels. One conditional-data
   check, one EMA policy (decay warmed up, updated after each optimizer step of the averaged net).
@@ -75,6 +79,7 @@ class TrainingModule(L.LightningModule):
         self._step_logger = StepLogger(self, "train", prog_bar=self.progress_bar_metrics)
         self.on_nonfinite = on_nonfinite
         self.register_buffer("_nonfinite_skips", torch.zeros((), dtype=torch.long))
+        self._rng_to_restore: dict | None = None  # set by on_load_checkpoint, used by on_train_start
 
     def setup(self, stage: str) -> None:
         """Let this module's own checkpoints load with ``weights_only=True`` (the net factories, schedules and
@@ -148,7 +153,7 @@ class TrainingModule(L.LightningModule):
         """On a resumed run, restore the random generators where the checkpoint left them, after the sanity
         check and before the first batch is fetched and augmented (so its noise, dropout and augmentation match
         the uninterrupted run's). Lightning calls this hook on every start, mid-epoch ones included."""
-        if getattr(self, "_rng_to_restore", None) is not None:
+        if self._rng_to_restore is not None:
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
 
