@@ -88,22 +88,31 @@ def _allowed(path: Path, names: list[str]) -> list:
     return found
 
 
-def read_checkpoint(ckpt: str | os.PathLike, map_location="cpu") -> dict:
+def read_checkpoint(ckpt: str | os.PathLike, map_location="cpu", mmap: bool = False) -> dict:
     """The checkpoint's contents, loaded with ``weights_only=True`` (see the module docstring); clear errors for
-    a missing, unreadable, refused or non-Lightning file."""
+    a missing, unreadable, refused or non-Lightning file. ``mmap`` maps the tensors instead of reading them (to
+    look at the hyperparameters of a large checkpoint)."""
     path = Path(ckpt)
+    return _read(path, _checked_objects(path), map_location, mmap)
+
+
+def _checked_objects(path: Path) -> list:
+    """The allowed objects a checkpoint names (:func:`allowed_objects`), with clear errors for a missing or
+    unreadable file."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass the path of a .ckpt file")
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as err:  # noqa: BLE001 - any reading failure means the same thing to the user
         raise ValueError(f"{path} is not a readable checkpoint (corrupt or truncated?): {err}") from None
+    return _allowed(path, names)
+
+
+def _read(path: Path, allowed: list, map_location, mmap: bool) -> dict:
     try:
-        with torch.serialization.safe_globals(_allowed(path, names)):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except ValueError:
-        raise
-    except Exception as err:  # noqa: BLE001
+        with torch.serialization.safe_globals(allowed):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise ValueError(f"{path} is not a readable checkpoint (corrupt or truncated?): {err}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict); pass a genlit .ckpt file")
@@ -112,11 +121,13 @@ def read_checkpoint(ckpt: str | os.PathLike, map_location="cpu") -> dict:
 
 def load_family(ckpt: str | os.PathLike, map_location: str = "cpu", needs: str = "sample") -> L.LightningModule:
     """Rebuild a genlit LightningModule from its checkpoint; a clear error unless it has the method ``needs``
-    (``sample`` for generative families, ``features`` for an evaluator)."""
+    (``sample`` for generative families, ``features`` for an evaluator). The checkpoint's names are checked
+    once; the class lookup maps the tensors rather than reading them, so the weights are read once."""
     path = Path(ckpt)
-    checkpoint = read_checkpoint(path)
-    family = family_class(path, checkpoint.get("hyper_parameters") or {}, needs)
-    with torch.serialization.safe_globals(allowed_objects(path)):
+    allowed = _checked_objects(path)
+    hparams = _read(path, allowed, "cpu", mmap=True).get("hyper_parameters") or {}
+    family = family_class(path, hparams, needs)
+    with torch.serialization.safe_globals(allowed):
         return family.load_from_checkpoint(path, map_location=map_location, weights_only=True)
 
 

@@ -179,3 +179,11 @@ def write_samples_npz(path: str | os.PathLike, samples: Tensor, labels: Tensor |
     with atomic_write(path) as handle:
         np.savez(handle, **arrays)
     return Path(path)
+
+
+def write_samples(path: str | os.PathLike, samples: Tensor, labels: Tensor | None = None) -> Path:
+    """:func:`write_samples_npz`, and beside it the PNG that shows them (a grid of the first 64 images, or every
+    2-D point); returns the PNG's path."""
+    write_samples_npz(path, samples, labels)
+    shown = samples[:64] if samples.dim() == 4 else samples
+    return save_png(samples_picture(shown), Path(path).with_suffix(".png"))

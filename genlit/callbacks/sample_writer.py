@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from genlit.files import atomic_write
-from genlit.imaging import samples_picture, save_png, write_samples_npz
+from genlit.imaging import write_samples
 
 
 class SampleWriter(BasePredictionWriter):
@@ -53,9 +53,7 @@ class SampleWriter(BasePredictionWriter):
         trainer.strategy.barrier("genlit-sample-shards")
         if trainer.is_global_zero:
             samples, labels = merge_shards([self.shard_path(r) for r in range(trainer.world_size)])
-            write_samples_npz(self.out, samples, labels)
-            shown = samples[:64] if samples.dim() == 4 else samples
-            save_png(samples_picture(shown), self.out.with_suffix(".png"))
+            write_samples(self.out, samples, labels)
         trainer.strategy.barrier("genlit-sample-written")
 
     def shard_path(self, rank: int) -> Path:

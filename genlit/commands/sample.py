@@ -18,9 +18,9 @@ from jsonargparse.typing import PositiveInt
 from genlit.callbacks.sample_writer import SampleWriter
 from genlit.commands.options import contract_options, parse_command, resolve_device
 from genlit.data.requests import SampleRequests
-from genlit.families.protocols import DataShaped, Generative, TextModel
+from genlit.families.protocols import Generative, TextModel
 from genlit.files import atomic_write
-from genlit.imaging import samples_picture, save_png, write_samples_npz
+from genlit.imaging import write_samples
 from genlit.seeding import SampleRNG
 
 _DESCRIPTION = (
@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.devices > 1 or args.num_nodes > 1:
         return draw_on_devices(model, args, options, out)
     samples, labels = draw_as_asked(model, args, options)
-    write_samples_npz(out, samples, labels)
-    shown = samples[:64] if isinstance(model, DataShaped) and samples.dim() == 4 else samples
-    save_png(samples_picture(shown), out.with_suffix(".png"))  # a grid of 64 images, or every 2-D point
+    write_samples(out, samples, labels)
     print(f"wrote {out} ({args.num} samples) and {out.with_suffix('.png')}")
 
 
