@@ -64,6 +64,8 @@ def resolve_run(root: str | None, run_dir: str | None, ckpt_path: str | None) ->
     root_path = Path(root or "runs").absolute()
     if run_dir:
         run = Path(run_dir).absolute()
+        if run.exists() and not run.is_dir():
+            raise ValueError(f"--run_dir {run_dir} is a file; name a folder (new, or a run folder to continue)")
         return run, _continue(run, ckpt_path)
     if ckpt_path == "last":
         run, ckpt = newest_run(root_path)

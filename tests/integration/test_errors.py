@@ -182,6 +182,12 @@ def test_sample_num_must_be_positive(capsys, tmp_path, toy_ckpt):
     assert_nothing_written(tmp_path / "out")
 
 
+def test_sample_devices_must_be_positive(capsys, tmp_path, toy_ckpt):
+    line = genlit_error(capsys, [*sample_args(toy_ckpt, tmp_path / "out"), "--devices", "0"])
+    assert "--devices: must be an integer >= 1" in line
+    assert_nothing_written(tmp_path / "out")
+
+
 def test_debug_env_shows_the_original_error(monkeypatch, tmp_path, toy_ckpt):
     monkeypatch.setenv("GENLIT_DEBUG", "1")
     with pytest.raises(ValueError, match="--out must end in .npz"):

@@ -82,3 +82,9 @@ def test_ranks_started_by_lightning_take_rank_zeros_folder(tmp_path, monkeypatch
     monkeypatch.setenv(runs.RUN_DIR_ENV, str(tmp_path / "chosen"))
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert resolve_run(str(tmp_path), None, None)[0] == tmp_path / "chosen"
+
+
+def test_a_run_dir_that_is_a_file_is_an_error(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="--run_dir .* is a file; name a folder"):
+        resolve_run(None, str(tmp_path / "a_file"), None)

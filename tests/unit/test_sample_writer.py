@@ -30,3 +30,10 @@ def test_shards_merge_in_index_order_without_the_padding_repeats(tmp_path):
     with pytest.raises(ValueError, match="miss sample indices"):
         merge_shards([tmp_path / "r2.npz"])
     assert np.load(tmp_path / "r0.npz")["indices"].tolist() == [0, 1, 4, 5]
+
+
+def test_the_writer_wants_an_npz():
+    from genlit.callbacks.sample_writer import SampleWriter
+
+    with pytest.raises(ValueError, match="SampleWriter out must end in .npz"):
+        SampleWriter("samples.png")
