@@ -66,8 +66,11 @@ def _looks_local(path: str) -> bool:
     )
 
 
-def load_raw_dataset(path: str, cache_dir: str | None = None, option: str = "--data.dataset") -> datasets.DatasetDict:
-    """Load an already resolved dataset (see :func:`resolve_dataset`) as a ``DatasetDict``, undecoded;
+def load_raw_dataset(
+    path: str, cache_dir: str | None = None, option: str = "--data.dataset", streaming: bool = False
+) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+    """Load an already resolved dataset (see :func:`resolve_dataset`) as a ``DatasetDict``, undecoded, or
+    with ``streaming`` as an ``IterableDatasetDict`` read as it is iterated (nothing converted or cached);
     ``option`` is the command-line option the errors name."""
     import datasets
 
@@ -75,10 +78,24 @@ def load_raw_dataset(path: str, cache_dir: str | None = None, option: str = "--d
         builder = _FILE_BUILDERS.get(Path(path).suffix)
         if builder is None:
             raise ValueError(f"cannot read {path!r}: use a directory or a {'/'.join(_FILE_BUILDERS)} file")
-        return datasets.load_dataset(builder, data_files=path, cache_dir=cache_dir)
+        return datasets.load_dataset(builder, data_files=path, cache_dir=cache_dir, streaming=streaming)
     if os.path.isdir(path):
-        return datasets.load_dataset(path, cache_dir=cache_dir)
+        return datasets.load_dataset(path, cache_dir=cache_dir, streaming=streaming)
+    if streaming:
+        return _stream_from_hub(path, option)
     return _load_from_hub(path, cache_dir, option)
+
+
+def _stream_from_hub(repo_id: str, option: str) -> datasets.IterableDatasetDict:
+    """Open a Hub dataset for streaming; one clear error without a network."""
+    import datasets
+
+    if not _hub_reachable():
+        raise ConnectionError(
+            f"cannot stream {repo_id!r}: the Hugging Face Hub is not reachable (no network?); "
+            f"use --data.storage disk with a local copy in {option}"
+        )
+    return datasets.load_dataset(repo_id, streaming=True)
 
 
 def _load_from_hub(repo_id: str, cache_dir: str | None, option: str) -> datasets.DatasetDict:

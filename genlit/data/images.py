@@ -18,18 +18,29 @@ import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from genlit.data.hub import load_raw_dataset, resolve_dataset
+from genlit.data.image_sources import (
+    ArrowImages,
+    EpochStreamLoader,
+    ImageDecoder,
+    KeepExamples,
+    ResizeMode,
+    Storage,
+    image_to_chw,
+    stack_examples,
+    stream_images,
+    stream_rows,
+)
 from genlit.data.tensors import TensorPairs, tensor_loader
 
-ResizeMode = Literal["resize", "center_crop"]
 PaddingMode = Literal["reflect", "zeros"]
 
 _VALIDATION_NAMES = ("validation", "valid", "val")  # split names used for validation when present
 _PIXELS = "__genlit_pixels__"  # column of decoded (C, H, W) uint8 bytes written by the cached map
+Split = TensorPairs | ArrowImages | datasets.IterableDataset  # one split, as its storage holds it
 _PARALLEL_DECODE_MIN = 20_000  # decode with `num_workers` processes from this many images on
 
 
@@ -78,25 +89,11 @@ def augment_images(
     return x
 
 
-def _image_to_chw(image: Image.Image, mode: str, size: int, resize: ResizeMode) -> np.ndarray:
-    """Convert to ``mode`` (L or RGB), optionally centre-crop to a square, resize (bilinear, antialiased)."""
-    image = image.convert(mode)
-    if resize == "center_crop":
-        w, h = image.size
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        image = image.crop((left, top, left + s, top + s))
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)  # PIL filters antialias downscaling
-    array = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (C, H, W)
-
-
 def _decode_batch(
     batch: dict[str, list], image_column: str, mode: str, size: int, resize: ResizeMode
 ) -> dict[str, list[bytes]]:
     """``Dataset.map`` function: decoded PIL images -> raw (C, H, W) uint8 bytes in column ``_PIXELS``."""
-    return {_PIXELS: [_image_to_chw(im, mode, size, resize).tobytes() for im in batch[image_column]]}
+    return {_PIXELS: [image_to_chw(im, mode, size, resize).tobytes() for im in batch[image_column]]}
 
 
 def _pixels_to_tensor(column: pa.ChunkedArray, shape: tuple[int, int, int]) -> Tensor:
@@ -114,9 +111,21 @@ def _pixels_to_tensor(column: pa.ChunkedArray, shape: tuple[int, int, int]) -> T
 class ImageDataModule(L.LightningDataModule):
     """Images from a Hugging Face dataset (Hub id, local parquet/imagefolder directory or parquet file).
 
-    Every split is decoded once into memory as uint8 (N, C, H, W): converted to grey (``channels=1``) or
-    RGB (``channels=3``), resized (or centre-cropped, then resized) to ``image_size``. The decoding is
-    cached by ``datasets``, so only the first run pays for it. Validation comes from ``val_split``, else a
+    Images are converted to grey (``channels=1``) or RGB (``channels=3``) and resized (or centre-cropped,
+    then resized) to ``image_size``. ``storage`` says where they live while training:
+
+    - ``memory`` (default): every split is decoded once into memory as uint8 (N, C, H, W); the decoding is
+      cached by ``datasets``, so only the first run pays for it. Refused beyond ``max_memory_gb``.
+    - ``disk``: the ``datasets`` Arrow cache, memory-mapped, decoded one batch at a time in the DataLoader
+      workers (:class:`~genlit.data.image_sources.ArrowImages`); same batches as ``memory`` for the same seed,
+      exact resume, any size that fits on disk. Give it ``num_workers`` to decode in parallel.
+    - ``stream``: read as it downloads (a ``datasets`` streaming dataset): shuffled through a
+      ``shuffle_buffer``, split across DDP ranks by ``datasets``, decoded in the workers; nothing is stored.
+      Without a validation split, the first ``val_fraction`` of train validates. Under DDP every rank is cut
+      to the same number of examples, which needs the split's row count (the dataset card or parquet files).
+      Resume continues from the position in the stream, with a refilled shuffle buffer.
+
+    Validation comes from ``val_split``, else a
     ``validation`` split, else a ``val_fraction`` of train drawn with ``seed`` (the same on every rank and
     run). Dataloaders yield ``(uint8 images, int64 labels)`` (labels -1 when ``label_column`` is None);
     ``on_after_batch_transfer`` converts to float in [-1, 1] on the device and augments while training.
@@ -148,22 +157,29 @@ class ImageDataModule(L.LightningDataModule):
         max_memory_gb: float = 8.0,
         cache_dir: str | None = None,
         held_out_classes: list[int] | None = None,
+        storage: Storage = "memory",
+        shuffle_buffer: int = 10_000,
     ) -> None:
         super().__init__()
         # num_classes is left out: the model's linked num_classes is the one record of it in the hparams
         self.save_hyperparameters(ignore=["num_classes"])
         self._check_args(num_classes)
         self._num_classes = num_classes if num_classes is not None else (0 if label_column is None else None)
-        self._train: TensorPairs | None = None
-        self._val: TensorPairs | None = None
-        self._test: TensorPairs | None = None
+        self._train: Split | None = None
+        self._val: Split | None = None
+        self._test: Split | None = None
         self._splits: tuple[str, ...] = ()
+        self._train_batches: int | None = None  # per epoch and rank, for a stream under DDP
 
     def _check_args(self, num_classes: int | None) -> None:
         hp = self.hparams
         for name, allowed in (("channels", (1, 3)), ("resize", get_args(ResizeMode))):
             if hp[name] not in allowed:
                 raise ValueError(f"{name} {hp[name]!r} is not supported; use one of {allowed}")
+        if hp.storage not in get_args(Storage):
+            raise ValueError(f"storage {hp.storage!r} is not known; use one of {', '.join(get_args(Storage))}")
+        if hp.shuffle_buffer < 1:
+            raise ValueError(f"shuffle_buffer {hp.shuffle_buffer} must be >= 1")
         if hp.padding_mode not in get_args(PaddingMode):
             raise ValueError(f"padding_mode {hp.padding_mode!r} is not known; use one of reflect, zeros")
         if hp.image_size < 1 or hp.batch_size < 1 or hp.num_workers < 0 or hp.max_memory_gb <= 0:
@@ -200,16 +216,24 @@ class ImageDataModule(L.LightningDataModule):
             self._num_classes = feature.num_classes
         return self._num_classes
 
-    def _load_raw(self) -> datasets.DatasetDict:
-        return load_raw_dataset(resolve_dataset(self.hparams.dataset), self.hparams.cache_dir)
+    def _load_raw(self) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+        """The undecoded splits: a streaming ``IterableDatasetDict`` for ``storage: stream``."""
+        streaming = self.hparams.storage == "stream"
+        return load_raw_dataset(resolve_dataset(self.hparams.dataset), self.hparams.cache_dir, streaming=streaming)
 
     def prepare_data(self) -> None:
-        """Download / convert the dataset and decode the splits in use into the ``datasets`` cache."""
+        """Download / convert the dataset into the ``datasets`` cache and, in ``memory`` storage, decode the
+        splits in use there too (a stream needs nothing ahead: it is read as training goes)."""
+        if self.hparams.storage == "stream":
+            return
         raw = self._load_raw()
         names = [name for name in self._split_names(raw) if name is not None]
-        self._check_memory(raw, names)
+        if self.hparams.storage == "memory":
+            self._check_memory(raw, names)
         for name in names:
-            self._decode(raw[name], name)
+            self._check_images(raw[name], name)
+            if self.hparams.storage == "memory":
+                self._decode(raw[name], name)
 
     def setup(self, stage: str | None = None) -> None:
         """Load the decoded splits that ``stage`` needs into uint8 tensors and carve validation if needed."""
@@ -219,16 +243,74 @@ class ImageDataModule(L.LightningDataModule):
             return
         raw = self._load_raw()
         self._splits = tuple(raw)
+        if self.hparams.storage == "stream":
+            self._setup_stream(raw, fit, test)
+            return
         train_name, val_name, test_name = self._split_names(raw)
         wanted = [train_name, val_name] if fit else []
         wanted = [name for name in [*wanted, test_name if test else None] if name is not None]
-        self._check_memory(raw, wanted)
-        tensors = {name: self._tensors(raw[name], name) for name in wanted}
+        if self.hparams.storage == "memory":
+            self._check_memory(raw, wanted)
+        sets = {name: self._dataset(raw[name], name) for name in wanted}
         if fit:
-            train, val = self._train_val(tensors, train_name, val_name)
+            train, val = self._train_val(sets, train_name, val_name)
             self._train, self._val = self._without_held_out(train), self._without_held_out(val)
         if test and test_name is not None:
-            self._test = TensorPairs(*tensors[test_name])
+            self._test = sets[test_name]
+
+    def _dataset(self, ds: datasets.Dataset, split: str) -> TensorPairs | ArrowImages:
+        """One split as in-memory tensors (``memory``) or as memory-mapped rows decoded per batch (``disk``)."""
+        if self.hparams.storage == "memory":
+            return TensorPairs(*self._tensors(ds, split))
+        self._check_images(ds, split)
+        if self.hparams.label_column is not None:  # read the labels alone, to check them once
+            self._labels(ds.select_columns([self.hparams.label_column]).with_format("arrow")[:].column(0), split)
+        return ArrowImages(ds, self.hparams.image_column, self.hparams.label_column, self._decoder())
+
+    def _decoder(self) -> ImageDecoder:
+        hp = self.hparams
+        return ImageDecoder("L" if hp.channels == 1 else "RGB", hp.image_size, hp.resize)
+
+    def _setup_stream(self, raw: datasets.IterableDatasetDict, fit: bool, test: bool) -> None:
+        """Streams of this rank's share of train (shuffled), validation (the split, else the examples a hash
+        of their bytes puts in a ``val_fraction`` carve, which training then skips) and test."""
+        hp = self.hparams
+        train_name, val_name, test_name = self._split_names(raw)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        kwargs = {"decoder": self._decoder(), "rank": rank, "world_size": world}
+        columns = (hp.image_column, hp.label_column)
+        for name in {train_name, val_name, test_name if test else None} - {None}:
+            self._check_images(raw[name], name)
+        if fit:
+            carve = hp.val_fraction if val_name is None else None
+            held = self.held_out_classes
+            keep_train = KeepExamples(held, carve, val=False) if held or carve else None
+            keep_val = KeepExamples(held, carve, val=True) if held or carve else None
+            self._train_batches = self._stream_batches(raw[train_name], train_name, carve, world)
+            train = raw[train_name].shuffle(seed=hp.seed, buffer_size=hp.shuffle_buffer)
+            self._train = stream_images(train, *columns, keep=keep_train, endless=world > 1, **kwargs)
+            self._val = stream_images(raw[val_name or train_name], *columns, keep=keep_val, **kwargs)
+        if test and test_name is not None:
+            self._test = stream_images(raw[test_name], *columns, **kwargs)
+
+    def _stream_batches(
+        self, stream: datasets.IterableDataset, split: str, carve: float | None, world: int
+    ) -> int | None:
+        """Batches per epoch on every rank under DDP (one pass over the train rows, shared out), so all ranks
+        run the same steps; None on one process, where an epoch is the whole stream."""
+        if world == 1:
+            return None
+        num = stream_rows(stream, split)
+        if num is None or self.held_out_classes:
+            why = "held_out_classes filter it" if self.held_out_classes else "its row count is unknown"
+            raise ValueError(
+                f"streaming {self.hparams.dataset!r} on {world} ranks needs the number of train examples, "
+                f"but {why}; use --data.storage disk"
+            )
+        batches = int(num * (1 - (carve or 0.0))) // (world * self.hparams.batch_size)
+        if batches < 1:
+            raise ValueError("the train split has too few rows for one batch per rank; lower --data.batch_size")
+        return batches
 
     def _split_names(self, raw: datasets.DatasetDict) -> tuple[str, str | None, str | None]:
         """(train, validation or None = carve from train, test or None) split names."""
@@ -251,8 +333,8 @@ class ImageDataModule(L.LightningDataModule):
         if need_gb > self.hparams.max_memory_gb:
             raise ValueError(
                 f"decoding {num} images of {c}x{h}x{w} needs {need_gb:.1f} GB, more than "
-                f"--data.max_memory_gb {self.hparams.max_memory_gb}; raise it or lower --data.image_size "
-                "(streaming from disk is not supported yet)"
+                f"--data.max_memory_gb {self.hparams.max_memory_gb}; use --data.storage disk (decoded per batch "
+                "from the memory-mapped cache) or stream, raise --data.max_memory_gb or lower --data.image_size"
             )
 
     def _check_columns(self, columns: list[str], split: str) -> None:
@@ -265,15 +347,23 @@ class ImageDataModule(L.LightningDataModule):
                     f"(columns: {', '.join(columns)}); set --data.{option}{extra}"
                 )
 
+    def _check_images(self, ds: datasets.Dataset | datasets.IterableDataset, split: str) -> None:
+        """One clear error when the image or label column is missing or the image column holds no images
+        (a stream whose features are unknown until read is let through)."""
+        if ds.features is None:
+            return
+        column = self.hparams.image_column
+        self._check_columns(list(ds.features), split)
+        if not isinstance(ds.features[column], datasets.Image):
+            raise ValueError(
+                f"column {column!r} of {self.hparams.dataset!r} holds {ds.features[column]}, "
+                "not images; set --data.image_column to an Image column"
+            )
+
     def _decode(self, ds: datasets.Dataset, split: str) -> datasets.Dataset:
         """Decode ``ds`` into a ``_PIXELS`` byte column (plus the labels) via a cached batched map."""
         hp = self.hparams
-        self._check_columns(ds.column_names, split)
-        if not isinstance(ds.features[hp.image_column], datasets.Image):
-            raise ValueError(
-                f"column {hp.image_column!r} of {hp.dataset!r} holds {ds.features[hp.image_column]}, "
-                "not images; set --data.image_column to an Image column"
-            )
+        self._check_images(ds, split)
         parallel = hp.num_workers > 1 and ds.num_rows >= _PARALLEL_DECODE_MIN
         mode = "L" if hp.channels == 1 else "RGB"
         kwargs = {"image_column": hp.image_column, "mode": mode, "size": hp.image_size, "resize": hp.resize}
@@ -310,62 +400,59 @@ class ImageDataModule(L.LightningDataModule):
         return labels
 
     def _train_val(
-        self, tensors: dict[str, tuple[Tensor, Tensor]], train_name: str, val_name: str | None
-    ) -> tuple[TensorPairs, TensorPairs]:
+        self, sets: dict[str, TensorPairs | ArrowImages], train_name: str, val_name: str | None
+    ) -> tuple[TensorPairs | ArrowImages, TensorPairs | ArrowImages]:
         """Train and validation sets; without a validation split, a seeded ``val_fraction`` of train."""
         if val_name is not None:
-            return TensorPairs(*tensors[train_name]), TensorPairs(*tensors[val_name])
-        images, labels = tensors[train_name]
-        n = len(labels)
+            return sets[train_name], sets[val_name]
+        data = sets[train_name]
+        n = len(data)
         if n < 2:
             raise ValueError(f"split {train_name!r} has {n} image(s): too few to carve a validation set")
         n_val = min(max(1, round(n * self.hparams.val_fraction)), n - 1)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed))  # (N,)
         val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
-        train = TensorPairs(images[train_idx], labels[train_idx])
-        return train, TensorPairs(images[val_idx], labels[val_idx])
+        return _subset(data, train_idx), _subset(data, val_idx)
 
-    def split_tensors(self, split: str) -> tuple[Tensor, Tensor]:
-        """The decoded uint8 images (N, C, H, W) and labels (N,) of ``train``, ``val`` or ``test``
-        (after ``setup``; e.g. the reference data of an evaluation)."""
+    def split_tensors(self, split: str, limit: int | None = None) -> tuple[Tensor, Tensor]:
+        """The decoded uint8 images (N, C, H, W) and labels (N,) of ``train``, ``val`` or ``test`` (after
+        ``setup``; e.g. the reference data of an evaluation); at most the first ``limit`` of them.
+        With ``disk`` or ``stream`` storage this decodes them now, so mind ``limit`` on a large split."""
         data = {"train": self._train, "val": self._val, "test": self._test}
         if split not in data:
             raise ValueError(f"unknown split {split!r}; use train, val or test")
         if data[split] is None:
             stage = "test" if split == "test" else "fit"
             raise ValueError(f"the {split} split is not loaded: call setup({stage!r}) first, or the dataset has none")
-        images, labels = data[split].tensors
-        return images, labels
+        return _decoded(data[split], limit)
 
     @property
     def held_out_classes(self) -> list[int]:
         """Classes left out of train and validation (they appear only in test: anomaly detection)."""
         return list(self.hparams.held_out_classes or [])
 
-    def _without_held_out(self, data: TensorPairs) -> TensorPairs:
+    def _without_held_out(self, data: TensorPairs | ArrowImages) -> TensorPairs | ArrowImages:
         if not self.held_out_classes:
             return data
-        images, labels = data.tensors
+        labels = data.labels() if isinstance(data, ArrowImages) else data.tensors[1]  # (N,)
         keep = ~torch.isin(labels, torch.tensor(self.held_out_classes))  # (N,)
-        return TensorPairs(images[keep], labels[keep])
+        return _subset(data, keep.nonzero().squeeze(1))
 
-    def _loader(self, data: TensorPairs | None, stage: str, train: bool = False) -> DataLoader:
+    def _loader(self, data: Split | None, stage: str, train: bool = False) -> DataLoader:
         if data is None:
             raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
         workers = self.hparams.num_workers
-        pin = torch.cuda.is_available()
-        return tensor_loader(
-            data,
-            self.hparams.batch_size,
-            train,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=pin,
-        )
+        kwargs = {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": torch.cuda.is_available()}
+        if self.hparams.storage == "stream":
+            epoch = lambda: self.trainer.current_epoch if self.trainer else 0  # noqa: E731 - read at each pass
+            batches = self._train_batches if train else None
+            kwargs.update(batch_size=self.hparams.batch_size, drop_last=train)
+            return EpochStreamLoader(data, epoch, batches, **kwargs)
+        return tensor_loader(data, self.hparams.batch_size, train, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches of the train set; the last incomplete batch is dropped."""
-        if self._train is not None and len(self._train) < self.hparams.batch_size:
+        if self._train is not None and self.hparams.storage != "stream" and len(self._train) < self.hparams.batch_size:
             raise ValueError(
                 f"the train set has {len(self._train)} images, fewer than batch_size "
                 f"{self.hparams.batch_size}; lower --data.batch_size"
@@ -393,3 +480,23 @@ class ImageDataModule(L.LightningDataModule):
         if self.trainer is not None and self.trainer.training and (hp.hflip or hp.random_crop_padding > 0):
             x = augment_images(x, hp.hflip, hp.random_crop_padding, hp.padding_mode)  # (B, C, H, W)
         return x, y
+
+
+def _subset(data: TensorPairs | ArrowImages, items: Tensor) -> TensorPairs | ArrowImages:
+    """The items ``items`` (1-D int64) of an in-memory or memory-mapped split."""
+    if isinstance(data, ArrowImages):
+        return data.subset(items)
+    return TensorPairs(*(t[items] for t in data.tensors))
+
+
+def _decoded(data: Split, limit: int | None) -> tuple[Tensor, Tensor]:
+    """All (or the first ``limit``) uint8 images (N, C, H, W) and labels (N,) of a split, decoded."""
+    if isinstance(data, TensorPairs):
+        images, labels = data.tensors
+        return images[:limit], labels[:limit]
+    if isinstance(data, ArrowImages):
+        return data.__getitems__(list(range(len(data) if limit is None else min(limit, len(data)))))
+    examples = list(data if limit is None else data.take(limit))
+    if not examples:
+        raise ValueError("the stream holds no examples")
+    return stack_examples(examples)
