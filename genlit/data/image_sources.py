@@ -32,7 +32,6 @@ if TYPE_CHECKING:  # imported where used: `datasets` alone takes about 2 s to im
     import datasets
 
 ResizeMode = Literal["resize", "center_crop"]
-Storage = Literal["memory", "disk", "stream"]
 
 
 def image_to_chw(image: Image.Image, mode: str, size: int, resize: ResizeMode) -> np.ndarray:

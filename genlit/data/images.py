@@ -28,12 +28,12 @@ from genlit.data.image_sources import (
     ImageDecoder,
     KeepExamples,
     ResizeMode,
-    Storage,
     image_to_chw,
     stack_examples,
     stream_images,
     stream_rows,
 )
+from genlit.data.storage import Storage, one_input_shard, rank_and_world
 from genlit.data.tensors import TensorPairs, tensor_loader
 
 PaddingMode = Literal["reflect", "zeros"]
@@ -276,7 +276,7 @@ class ImageDataModule(L.LightningDataModule):
         of their bytes puts in a ``val_fraction`` carve, which training then skips) and test."""
         hp = self.hparams
         train_name, val_name, test_name = self._split_names(raw)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        rank, world = rank_and_world(self.trainer)
         kwargs = {"decoder": self._decoder(), "rank": rank, "world_size": world}
         columns = (hp.image_column, hp.label_column)
         for name in {train_name, val_name, test_name if test else None} - {None}:
@@ -287,7 +287,7 @@ class ImageDataModule(L.LightningDataModule):
             keep_train = KeepExamples(held, carve, val=False) if held or carve else None
             keep_val = KeepExamples(held, carve, val=True) if held or carve else None
             self._train_batches = self._stream_batches(raw[train_name], train_name, carve, world)
-            train = raw[train_name].shuffle(seed=hp.seed, buffer_size=hp.shuffle_buffer)
+            train = raw[train_name].shuffle(seed=hp.seed, buffer_size=hp.shuffle_buffer, **one_input_shard())
             self._train = stream_images(train, *columns, keep=keep_train, endless=world > 1, **kwargs)
             self._val = stream_images(raw[val_name or train_name], *columns, keep=keep_val, **kwargs)
         if test and test_name is not None:

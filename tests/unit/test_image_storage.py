@@ -121,8 +121,9 @@ def test_stream_ranks_get_disjoint_shares_and_equal_epochs(small_mnist, tmp_path
     assert len(set(shares[0]) & set(shares[1])) == 0
 
 
-def test_stream_reshuffles_every_epoch_and_resumes_its_position(small_mnist):
-    dm = stream(small_mnist, shuffle_buffer=1)  # a buffer of 1: the order is the stream's, so resume is exact
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_reshuffles_every_epoch_and_resumes_its_position(small_mnist, workers):
+    dm = stream(small_mnist, shuffle_buffer=1, num_workers=workers)  # buffer 1: the stream's order, exact resume
     loader = dm.train_dataloader()
     assert isinstance(loader, StatefulDataLoader)
     batches = iter(loader)
