@@ -107,6 +107,21 @@ class AutoregressiveLM(GenerativeFamily):
         if TOKENIZER_KEY in checkpoint:
             self.set_tokenizer(tokenizer_from_json(checkpoint[TOKENIZER_KEY]))
 
+    def configure_model(self) -> None:
+        """Shard the net with FSDP2 when the trainer's strategy made a device mesh (Lightning's
+        ``ModelParallelStrategy``): each transformer block is one ``fully_shard`` unit, gathered just before
+        it runs, and the rest (embeddings, tied head, final norm) the root one. Nothing to do otherwise."""
+        mesh = self.device_mesh
+        if mesh is None or getattr(self, "_sharded", False):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        dp_mesh = mesh["data_parallel"] if mesh.mesh_dim_names and "data_parallel" in mesh.mesh_dim_names else mesh
+        for block in getattr(self.net, "blocks", ()):
+            fully_shard(block, mesh=dp_mesh)
+        fully_shard(self.net, mesh=dp_mesh)
+        self._sharded = True
+
     @property
     def unit(self) -> str:
         """What bits are counted per: ``char``, ``byte`` (the tokenizer's unit) or ``token`` (no tokenizer)."""
