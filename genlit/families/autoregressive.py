@@ -110,16 +110,22 @@ class AutoregressiveLM(GenerativeFamily):
     def configure_model(self) -> None:
         """Shard the net with FSDP2 when the trainer's strategy made a device mesh (Lightning's
         ``ModelParallelStrategy``): each transformer block is one ``fully_shard`` unit, gathered just before
-        it runs, and the rest (embeddings, tied head, final norm) the root one. Nothing to do otherwise."""
+        it runs, and the rest (embeddings, tied head, final norm) the root one. Nothing to do otherwise.
+
+        The GPT uses no tensor parallelism, so the mesh's two dimensions (Lightning's ``data_parallel``, by
+        default the nodes, and ``tensor_parallel``, by default each node's devices) become hybrid sharding:
+        weights sharded across a node's devices and replicated across nodes. When one dimension has size 1,
+        plain FSDP over the other."""
         mesh = self.device_mesh
         if mesh is None or getattr(self, "_sharded", False):
             return
         from torch.distributed.fsdp import fully_shard
 
-        dp_mesh = mesh["data_parallel"] if mesh.mesh_dim_names and "data_parallel" in mesh.mesh_dim_names else mesh
+        if mesh.ndim == 2 and 1 in mesh.shape:
+            mesh = mesh[mesh.mesh_dim_names[mesh.shape.index(1) ^ 1]]  # the dimension of size > 1 (or the 2nd)
         for block in getattr(self.net, "blocks", ()):
-            fully_shard(block, mesh=dp_mesh)
-        fully_shard(self.net, mesh=dp_mesh)
+            fully_shard(block, mesh=mesh)
+        fully_shard(self.net, mesh=mesh)
         self._sharded = True
 
     @property

@@ -158,3 +158,34 @@ def test_a_tokenizer_of_another_size_is_refused():
     model = tiny_lm()
     with pytest.raises(ValueError, match="tokens but the model was built for"):
         model.set_tokenizer(CharTokenizer.from_text("ab"))
+
+
+def test_configure_model_shards_blocks_with_fsdp2_and_keeps_the_state_dict(monkeypatch, tmp_path):
+    """One gloo process on a (1, 1) mesh, as ModelParallelStrategy builds: the blocks and the root become FSDP2
+    units, the loss and gradients are the unsharded model's, and the gathered state dict has the same keys."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29517")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        plain = tiny_lm()
+        sharded = tiny_lm()
+        sharded.load_state_dict(plain.state_dict())
+        sharded._device_mesh = init_device_mesh("cpu", (1, 1), mesh_dim_names=("data_parallel", "tensor_parallel"))
+        sharded.configure_model()
+        assert isinstance(sharded.net, FSDPModule) and all(isinstance(b, FSDPModule) for b in sharded.net.blocks)
+        x = torch.randint(0, 5, (2, 8))
+        losses = [F.cross_entropy(m(x).flatten(0, 1), x.flatten()) for m in (plain, sharded)]
+        for loss in losses:
+            loss.backward()
+        torch.testing.assert_close(losses[1], losses[0])
+        expected = dict(plain.named_parameters())
+        for name, param in sharded.named_parameters():  # DTensors: gather each gradient
+            torch.testing.assert_close(param.grad.full_tensor(), expected[name].grad, msg=name)
+        assert set(sharded.state_dict()) == set(plain.state_dict())
+    finally:
+        dist.destroy_process_group()
