@@ -1,6 +1,6 @@
 """FID (genlit's MNIST evaluator) of one diffusion checkpoint under DDPM-1000, DDIM-50 and DDIM-20.
 
-    python -m benchmarks.diffusion_samplers --ckpt runs/.../last.ckpt --extractor runs/evaluators/mnist_classifier \
+    python -m benchmarks.diffusion_samplers --ckpt runs/.../last.ckpt [--extractor evaluator:mnist_classifier] \
         [--num 500] [--split test] [--samplers DDPM-1000 DDIM-50 DDIM-50-eta0.5 ...]
 
 Every sampler starts from the same noise (and, for class-conditional models, the same balanced labels at
@@ -15,13 +15,12 @@ import argparse
 import os
 import re
 import time
-from pathlib import Path
 
 import torch
 
 from benchmarks.args import positive_int
 from genlit.checkpoints import load_family
-from genlit.commands.evaluate import DEFAULT_CACHE, evaluate, reference_features
+from genlit.commands.evaluate import evaluate, reference_cache, reference_features
 from genlit.commands.sample import draw
 from genlit.data.images import ImageDataModule
 from genlit.diffusion import DDIMSampler, DDPMSampler
@@ -47,7 +46,8 @@ def main() -> None:
     """Sample with each sampler, evaluate, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", required=True)
-    parser.add_argument("--extractor", required=True, help="classifier checkpoint or its run root")
+    parser.add_argument("--extractor", default="evaluator:mnist_classifier", help="evaluator:NAME (trained on the "
+                        "MNIST train split once, cached), a classifier checkpoint or its run root")  # fmt: skip
     parser.add_argument("--num", type=positive_int, default=500)
     parser.add_argument("--split", default="test")
     parser.add_argument("--samplers", nargs="+", default=DEFAULT_SAMPLERS, help="e.g. DDPM-1000 DDIM-50 DDIM-50-eta0.5")
@@ -57,9 +57,10 @@ def main() -> None:
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
     model = load_family(args.ckpt).eval()
-    extractor = make_extractor(args.extractor)
-    data = ImageDataModule(os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist"))
-    reference = reference_features(extractor, data, args.split, Path(DEFAULT_CACHE))[:2]
+    mnist = os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist")
+    extractor = make_extractor(args.extractor, dataset=mnist)
+    data = ImageDataModule(mnist)
+    reference = reference_features(extractor, data, args.split, reference_cache())[:2]
     print(f"{args.ckpt}: {args.num} samples per sampler against mnist [{args.split}], extractor {extractor.identity}")
     base = None
     for name, sampler in samplers.items():

@@ -1,7 +1,7 @@
-"""Atomic file writes: the one home for "write beside, then move into place".
+"""Files: the one home for "write beside, then move into place" and for where genlit's caches live.
 
-A reader (a user, a resumed run, another rank) never sees a half-written file, and a failure leaves nothing
-behind: the content goes to a hidden temporary file in the target's folder, which ``os.replace`` moves over
+Atomic writes: a reader (a user, a resumed run, another rank) never sees a half-written file, and a failure leaves
+nothing behind: the content goes to a hidden temporary file in the target's folder, which ``os.replace`` moves over
 the target only once it is complete.
 """
 
@@ -52,6 +52,19 @@ def _move_into_place(tmp: Path, path: Path, replace: bool) -> None:
         pass
     except OSError:  # a file system without hard links
         os.replace(tmp, path)
+
+
+def cache_root() -> Path:
+    """genlit's cache folder: ``$GENLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/genlit``, else ``~/.cache/genlit``.
+
+    Read when called (not at import), so a notebook or a test may set the variables first. Each cache is a
+    subfolder: ``references`` (``genlit evaluate``'s reference features), ``evaluators`` (trained evaluators).
+    """
+    explicit = os.environ.get("GENLIT_CACHE_DIR")
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(os.path.expanduser(xdg)) if xdg else Path.home() / ".cache") / "genlit"
 
 
 def file_digest(path: str | os.PathLike, length: int = 12) -> str:

@@ -1,13 +1,15 @@
 """``genlit evaluate``: sample quality of a checkpoint or of any ``.npz`` of samples against reference data.
 
-    genlit evaluate --samples samples.npz --data /path/to/mnist --split test --extractor mnist_classifier.ckpt
-    genlit evaluate --ckpt runs/.../last.ckpt --num 10000 --data /path/to/mnist --extractor mnist_classifier.ckpt
+    genlit evaluate --samples samples.npz --data /path/to/mnist --split test --extractor evaluator:mnist_classifier
+    genlit evaluate --ckpt runs/.../last.ckpt --num 10000 --data /path/to/mnist --extractor evaluator:mnist_classifier
 
 Prints a table and writes JSON (``--out``, default beside the input): FID, KID (mean and std), IS,
 precision and recall, class coverage, the label accuracy of conditional samples, and for VAE and
 diffusion checkpoints the test NLL in bits/dim; with the extractor's identity, the sample count and the
-reference split, so figures are only compared when they were measured alike. Reference features are
-cached per (dataset, split, image shape, extractor) in ``--cache-dir`` (default ``~/.cache/genlit``).
+reference split, so figures are only compared when they were measured alike. ``--extractor evaluator:NAME`` (or
+the path of an evaluator YAML) is genlit's evaluator trained on ``--extractor-data`` (default: ``--data``), found in
+the cache or trained there once (:mod:`genlit.metrics.evaluators`). Reference features are cached per (dataset,
+split, image shape, extractor) in ``--cache-dir`` (default ``references`` in :func:`genlit.files.cache_root`).
 
 For a language-model checkpoint ``--data`` is a text source (as ``TextDataModule``'s) and the figures are
 the split's loss, perplexity and bits per character (or byte), over non-overlapping blocks of the model's
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -30,11 +31,13 @@ import torch
 
 from genlit.commands.options import parse_command, resolve_device
 from genlit.commands.sample import draw_as_asked
+from genlit.data.hub import resolve_dataset
 from genlit.data.images import ImageDataModule
 from genlit.data.text import TextDataModule, TokenBlocks
 from genlit.families.protocols import Generative, Likelihood, TextModel
-from genlit.files import atomic_write
+from genlit.files import atomic_write, cache_root
 from genlit.imaging import to_uint8
+from genlit.metrics.evaluators import is_evaluator_spec
 from genlit.metrics.extractors import make_extractor
 from genlit.metrics.features import FeatureExtractor, extract
 from genlit.metrics.fidelity import SampleQuality, class_statistics
@@ -43,7 +46,11 @@ _DESCRIPTION = (
     "Sample quality of a checkpoint or of an .npz of samples against reference data (FID, KID, IS, precision/"
     "recall, class statistics, the test NLL), or a language model's loss and bits per character on a text split."
 )
-DEFAULT_CACHE = Path(os.environ.get("GENLIT_CACHE_DIR", Path.home() / ".cache" / "genlit")) / "references"
+
+
+def reference_cache() -> Path:
+    """The default ``--cache-dir``: ``references`` under genlit's cache folder (read when called)."""
+    return cache_root() / "references"
 
 
 def load_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -121,12 +128,16 @@ def _arguments(parser) -> None:
     parser.add_argument("--samples", default=None, help=".npz with arr_0 uint8 (N, H, W, C) (and arr_1 labels)")
     parser.add_argument("--data", required=True, help="reference dataset (Hub id or local path); text for LMs")
     parser.add_argument("--split", type=Literal["train", "val", "test"], default="test")
-    parser.add_argument("--extractor", default=None, help="'inception' or a genlit classifier checkpoint (images)")
+    parser.add_argument("--extractor", default=None, help="images: 'inception', evaluator:NAME or an evaluator YAML "
+                        "(trained once on --extractor-data, cached), or a genlit classifier checkpoint")  # fmt: skip
+    parser.add_argument("--extractor-data", default=None, help="the dataset an evaluator config is trained on "
+                        "(default: --data)")  # fmt: skip
     parser.add_argument("--val-fraction", type=float, default=0.1, help="text: held-out share, as in training")
     parser.add_argument("--inception-weights", default=None, help="local Inception-v3 weights (torch-fidelity)")
     parser.add_argument("--kid-subset-size", type=int, default=1000)
     parser.add_argument("--skip-nll", action="store_true", help="do not run the family's test NLL (--ckpt)")
-    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="reference features cache")
+    parser.add_argument("--cache-dir", default=None, help="reference features cache (default: references in "
+                        "$GENLIT_CACHE_DIR, else $XDG_CACHE_HOME/genlit, else ~/.cache/genlit)")  # fmt: skip
     parser.add_argument("--out", default=None, help="JSON results (default: beside the input)")
 
 
@@ -140,13 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(model, TextModel):
         return _report(args, _language_model_record(args, model))
     if args.extractor is None:
-        raise ValueError("--extractor is required for images: 'inception' or a genlit classifier checkpoint")
+        raise ValueError("--extractor is required for images: evaluator:mnist_classifier, 'inception' or a checkpoint")
     device = model.device if model is not None else resolve_device(args.device)
-    extractor = make_extractor(args.extractor, args.inception_weights).to(device)
+    extractor = make_extractor(args.extractor, args.inception_weights, _extractor_data(args)).to(device)
     images, labels = _samples(args, model, options)
     c, h, _ = images.shape[1:]  # the reference is decoded at the samples' size and channels
     data = ImageDataModule(args.data, image_size=h, channels=c, batch_size=args.batch_size)
-    real_features, real_logits, _, key = reference_features(extractor, data, args.split, Path(args.cache_dir))
+    cache = Path(args.cache_dir) if args.cache_dir else reference_cache()
+    real_features, real_logits, _, key = reference_features(extractor, data, args.split, cache)
     metrics = evaluate(images, labels, extractor, (real_features, real_logits), args.kid_subset_size)
     if isinstance(model, Likelihood) and not args.skip_nll:
         metrics |= test_nll(model, data)
@@ -158,6 +170,15 @@ def main(argv: list[str] | None = None) -> None:
         "metrics": metrics,
     }
     _report(args, record)
+
+
+def _extractor_data(args) -> str | None:
+    """The dataset an evaluator config is trained on (--extractor-data, else --data), checked to exist; None for
+    other extractors."""
+    if not is_evaluator_spec(args.extractor):
+        return None
+    option = "--extractor-data" if args.extractor_data else "--data"
+    return resolve_dataset(args.extractor_data or args.data, option=option)
 
 
 def _report(args, record: dict) -> None:

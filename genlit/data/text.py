@@ -50,10 +50,9 @@ from genlit.data.tokenizers import (
     build_tokenizer,
     tokenizer_from_json,
 )
-from genlit.files import atomic_write
+from genlit.files import atomic_write, cache_root
 
 _CACHE_VERSION = 1  # part of the cache key: bump when the cached format or the splitting changes
-_DEFAULT_CACHE = "~/.cache/genlit/text"
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
 _SPLITS = ("train", "val", "test")
 
@@ -71,7 +70,8 @@ class TextDataModule(L.LightningDataModule):
         val_fraction: share of a plain text held out (at its end) for validation.
         text_column: the column holding the text of a Hugging Face dataset.
         num_workers: DataLoader worker processes.
-        cache_dir: where tokenizers and encoded splits are cached (default ``~/.cache/genlit/text``).
+        cache_dir: where tokenizers and encoded splits are cached (default ``text`` in genlit's cache folder,
+            :func:`genlit.files.cache_root`).
         storage: ``memory``, ``disk`` or ``stream`` (see the module docstring).
         shuffle_buffer: rows in the shuffle buffer of a stream's training split (1: stream order, exact resume).
         seed: the shuffle of a stream (the same on every rank; pass ``p`` reshuffles with ``set_epoch(p)``).
@@ -321,7 +321,7 @@ class TextDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------------------------------- cache
     def _cache_path(self, name: str) -> Path:
         """``<cache_dir>/<key>/<name>``: the key hashes the source's text and the tokenizer settings."""
-        raw = self.hparams.cache_dir or _DEFAULT_CACHE
+        raw = self.hparams.cache_dir or str(cache_root() / "text")
         root = os.path.expandvars(os.path.expanduser(raw))
         if "$" in root:
             raise ValueError(f"--data.cache_dir {raw!r} names an unset environment variable; export it or give a path")

@@ -3,8 +3,9 @@
 Two are provided, each a feature ``nn.Module`` (building one from a checkpoint or a name is
 :func:`genlit.metrics.extractors.make_extractor`'s job):
 
-- :class:`ClassifierExtractor`: a genlit classifier (``experiments/evaluators/``); features are its
-  penultimate layer, logits its output. Works offline; identity ``genlit-classifier:<sha256 prefix>``.
+- :class:`ClassifierExtractor`: a genlit classifier (``evaluator:mnist_classifier``, trained once on first use:
+  :mod:`genlit.metrics.evaluators`); features are its penultimate layer, logits its output. Works offline; identity
+  ``genlit-classifier:<sha256 prefix>``.
 - :class:`InceptionExtractor`: Inception-v3 as torchmetrics provides it (the torch-fidelity port of the
   TF FID network: 2048-d pool features, 1008 logits). Needs ``pip install torch-fidelity`` and its
   weights, downloaded on first use or given as a file.
@@ -42,7 +43,7 @@ class FeatureExtractor(nn.Module):
 
 
 class ClassifierExtractor(FeatureExtractor):
-    """Features and logits of a genlit classifier (e.g. ``experiments/evaluators/mnist_classifier``).
+    """Features and logits of a genlit classifier (e.g. ``evaluator:mnist_classifier``'s).
 
     Images must have the classifier's shape (C, H, W); they are mapped to [-1, 1] as in training.
 
@@ -95,7 +96,7 @@ class InceptionExtractor(FeatureExtractor):
                 f"({type(err).__name__}: {' '.join(str(err).split())[:160]}). They need `pip install torch-fidelity` "
                 f"and its weights ({INCEPTION_WEIGHTS_URL}, downloaded on first use, or passed as "
                 "--inception-weights FILE); offline, use genlit's own evaluator instead: "
-                "--extractor path/to/mnist_classifier.ckpt"
+                "--extractor evaluator:mnist_classifier"
             ) from None
         self.identity = "inception-v3:" + (file_digest(weights_path) if weights_path else "torch-fidelity-default")
         self.num_features, self.num_classes = 2048, 1008

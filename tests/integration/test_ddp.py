@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from genlit.metrics.evaluators import ARGS_ENV
 from tests.conftest import EXPERIMENTS, REPO
 
 
@@ -142,3 +143,25 @@ def test_sampling_on_two_ranks_writes_what_one_process_writes(tmp_path):
     np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
     np.testing.assert_array_equal(b["arr_1"], np.arange(45) % 8)
     assert (tmp_path / "two.rank0.npz").is_file() and (tmp_path / "two.rank1.npz").is_file()
+
+
+def test_a_missing_evaluator_is_trained_once_by_rank_zero_and_shared(tmp_path, mnist_dir):
+    """vae_mnist on 2 CPU ranks with an empty cache: global rank 0 trains the evaluator (its one line) while rank 1
+    waits in the broadcast (no deadlock), both measure val/fid with it, and the cache holds one entry."""
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "genlit.cli", "fit", "--config", str(EXPERIMENTS / "vae" / "vae_mnist.yaml"),
+               "--data.init_args.dataset", str(mnist_dir), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+               "--trainer.strategy", "ddp", "--trainer.max_epochs", "5", "--trainer.max_steps", "-1",
+               "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+               "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
+               "--trainer.enable_progress_bar", "false",
+               "--trainer.default_root_dir", str(tmp_path / "runs")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GENLIT_CACHE_DIR": str(cache),
+           ARGS_ENV: "--trainer.max_steps 2 --trainer.limit_val_batches 1"}  # fmt: skip
+    env.pop("GENLIT_RUN_DIR", None)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("training the evaluator mnist_classifier once") == 1, result.stdout[-3000:]
+    assert len(list((cache / "evaluators").glob("*.ckpt"))) == 1
+    (metrics,) = (tmp_path / "runs").rglob("metrics.csv")
+    assert "val/fid" in metrics.read_text().splitlines()[0]

@@ -1,5 +1,6 @@
 """genlit's MNIST evaluator and ``genlit evaluate`` on real data: FID orders real, blurred and collapsed
-image sets as it should; the CLI writes its table and JSON, caches reference features, and refuses bad input."""
+image sets as it should; the CLI writes its table and JSON, caches reference features, and refuses bad input;
+``evaluator:mnist_classifier`` is trained once per dataset (conftest.py's session cache) and then found."""
 
 import json
 
@@ -11,15 +12,16 @@ import torch.nn.functional as F
 from genlit.cli import main
 from genlit.commands.evaluate import evaluate, reference_features
 from genlit.data.images import ImageDataModule
+from genlit.files import file_digest
+from genlit.metrics.evaluators import evaluator, find_or_train, train_in_child
 from genlit.metrics.extractors import make_extractor
 from tests.integration.helpers import fit, mnist_args
 
 
 @pytest.fixture(scope="module")
-def classifier_ckpt(evaluator_home):
-    """The session's evaluator (tests/integration/conftest.py: 60 steps of experiments/evaluators/mnist_classifier)."""
-    (ckpt,) = (evaluator_home / "runs" / "evaluators" / "mnist_classifier").glob("*/checkpoints/last.ckpt")
-    return ckpt
+def classifier_ckpt(mnist_evaluator):
+    """The session's evaluator (conftest.py: evaluator:mnist_classifier for 60 steps, in the session cache)."""
+    return mnist_evaluator
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +60,19 @@ def test_fid_ranks_real_blurred_and_collapsed_sets(classifier_ckpt, mnist, tmp_p
     assert fid(real) < collapsed[0] < collapsed[1] < collapsed[2], (fid(real), collapsed)
 
 
-def test_evaluate_command_writes_json_and_reuses_cached_references(classifier_ckpt, mnist, mnist_dir, tmp_path):
+def test_evaluate_command_writes_json_and_reuses_cached_references(classifier_ckpt, mnist, mnist_dir, tmp_path, capsys):
     images, labels = mnist.split_tensors("train")
     np.savez(tmp_path / "real.npz", images[:300].permute(0, 2, 3, 1).numpy(), labels[:300].numpy())
     args = ["evaluate", "--samples", str(tmp_path / "real.npz"), "--data", str(mnist_dir), "--extractor"]
-    args += [str(classifier_ckpt), "--cache-dir", str(tmp_path / "cache"), "--kid-subset-size", "100"]
+    args += ["evaluator:mnist_classifier", "--cache-dir", str(tmp_path / "cache"), "--kid-subset-size", "100"]
     main(args)
+    assert "training the evaluator" not in capsys.readouterr().out  # the session's, found in the cache
     first = json.loads((tmp_path / "real.eval.json").read_text())
     assert list((tmp_path / "cache").glob("*.pt"))
     main(args + ["--out", str(tmp_path / "again.json")])
     again = json.loads((tmp_path / "again.json").read_text())
     assert first["metrics"] == again["metrics"]
-    assert first["extractor"].startswith("genlit-classifier:") and first["num_samples"] == 300
+    assert first["extractor"] == f"genlit-classifier:{file_digest(classifier_ckpt)}" and first["num_samples"] == 300
     assert first["reference"] == {"dataset": str(mnist_dir), "split": "test", "num_images": 1000}
     metrics = first["metrics"]
     for key in ("fid", "kid_mean", "kid_std", "is_mean", "precision", "recall", "class_coverage", "label_accuracy"):
@@ -116,20 +119,32 @@ def test_sample_quality_monitor_logs_fid_during_training(classifier_ckpt, mnist_
 
     data = ImageDataModule(str(mnist_dir), batch_size=64)
     model = VAE(partial(MLPEncoder, hidden=64), partial(MLPDecoder, hidden=64), (1, 28, 28), 10, latent_dim=4)
-    monitor = SampleQualityMonitor(str(classifier_ckpt.parent.parent.parent), num_samples=100, kid_subset_size=50)
+    monitor = SampleQualityMonitor("evaluator:mnist_classifier", num_samples=100, kid_subset_size=50)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=2, logger=False, accelerator="cpu",
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor])  # fmt: skip
     trainer.fit(model, datamodule=data)
     metrics = trainer.callback_metrics
     assert metrics["val/fid"] > 0 and 0 <= metrics["val/precision"] <= 1 and "val/kid" in metrics
-    assert monitor.extractor.identity.startswith("genlit-classifier:")
+    assert monitor.extractor.identity == f"genlit-classifier:{file_digest(classifier_ckpt)}"  # the session's
 
 
-def test_sample_quality_monitor_without_an_evaluator_names_the_fix(tmp_path):
+def test_a_run_root_without_a_checkpoint_names_the_fix(tmp_path):
     from genlit.metrics.extractors import resolve_extractor
 
-    with pytest.raises(FileNotFoundError, match="train it first: genlit fit --config experiments/evaluators"):
+    with pytest.raises(FileNotFoundError, match="pass evaluator:mnist_classifier instead"):
         resolve_extractor(str(tmp_path))
+
+
+def test_a_training_that_fails_relays_the_childs_one_line(tmp_path):
+    """The real child ``genlit fit`` (up to the data, which is missing): its error line, and nothing published."""
+    entry = evaluator("evaluator:mnist_classifier", str(tmp_path / "gone"), tmp_path / "cache")
+    with pytest.raises(ValueError) as failure:
+        find_or_train(entry, train=train_in_child)
+    message = str(failure.value)
+    assert message.startswith(f"training the evaluator mnist_classifier on {tmp_path / 'gone'} with $GENLIT_EVALUATOR")
+    assert " failed: dataset path " in message and "does not exist; point --data.dataset at an existing" in message
+    assert "(log: " in message and "GENLIT_DEBUG" not in message
+    assert "\n" not in message and not entry.checkpoint.exists()
 
 
 @pytest.mark.parametrize("options", [{"every_n_epochs": 0}, {"num_samples": 1}, {"batch_size": 0}])
@@ -137,4 +152,4 @@ def test_sample_quality_monitor_rejects_bad_numbers(options):
     from genlit.callbacks.sample_quality import SampleQualityMonitor
 
     with pytest.raises(ValueError, match="SampleQualityMonitor needs every_n_epochs >= 1"):
-        SampleQualityMonitor("runs/evaluators/mnist_classifier", **options)
+        SampleQualityMonitor("evaluator:mnist_classifier", **options)

@@ -53,7 +53,7 @@ def genlit(args, root, env, *extra):
     config, *overrides = args
     command = [sys.executable, "-m", "genlit.cli", "fit", "--config", str(EXPERIMENTS / config), *overrides, *QUIET,
                "--trainer.default_root_dir", str(root), "--trainer.logger", "false", *extra]  # fmt: skip
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)  # cwd: the evaluator
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)  # env: the evaluator cache
 
 
 def callback(class_path, **init_args) -> str:
