@@ -1,2 +1,2 @@
-"""The commands beside LightningCLI's: ``genlit sample`` and ``genlit evaluate``, and the one-line error
-handling every ``genlit`` command shares."""
+"""The commands beside LightningCLI's: ``genlit sample``, ``genlit evaluate`` and ``genlit plot``; the run folders
+(which one a launch writes, its metrics record); and the one-line error handling every ``genlit`` command shares."""

@@ -49,6 +49,11 @@ class AutoregressiveLM(GenerativeFamily):
         on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
 
+    metric_panels = {
+        "loss (nats per token)": ("loss",),
+        "bits per character (or byte, or token)": ("bits_per_char", "bits_per_byte", "bits_per_token"),
+    }
+
     def __init__(
         self,
         net: LMNetFactory,

@@ -22,9 +22,9 @@ commands, callbacks and notebooks rely on without asking which family a module i
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -44,6 +44,13 @@ ShapeNetFactory = Callable[[tuple[int, ...], int], nn.Module]
 
 NonFinitePolicy = Literal["stop", "skip"]
 RESUME_KEY = "genlit_resume"
+SAMPLE_QUALITY_PANELS: Mapping[str, tuple[str, ...]] = {
+    "FID (lower is better)": ("fid",),  # genlit.callbacks.sample_quality.SampleQualityMonitor
+    "precision and recall": ("precision", "recall"),
+    "modes covered (toy data)": ("modes_covered",),  # genlit.callbacks.toy_metrics.ToyModeMetrics
+    "high-quality samples (share, toy data)": ("high_quality_fraction",),
+}
+"""The panels of the sample-quality metrics the callbacks log for any generative family (drawn where measured)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -55,7 +62,9 @@ class TrainingModule(L.LightningModule):
     per-step training metrics logged cheaply (:class:`~genlit.families.step_logging.StepLogger`) with their
     epoch means at each epoch's end.
 
-    Subclasses set ``progress_bar_metrics`` (train metrics shown in the bar), ``scheduler_interval``
+    Subclasses set ``progress_bar_metrics`` (train metrics shown in the bar), ``metric_panels`` (the groups of
+    metrics drawn in a run's ``metrics.png`` and by ``genlit plot``: panel title -> metric names without their
+    stage, each drawn as its ``train/`` curve and ``val/`` points), ``scheduler_interval``
     (``"step"`` or ``"epoch"``) and, when not every trainable parameter is optimized the same way,
     :meth:`optimized_parameters`. Before a loss is applied they ask :meth:`loss_is_finite`: a NaN or infinite
     loss stops the run (``on_nonfinite="stop"``) or skips the step (``"skip"``, counted as
@@ -63,6 +72,7 @@ class TrainingModule(L.LightningModule):
     """
 
     progress_bar_metrics: tuple[str, ...] = ("loss",)
+    metric_panels: ClassVar[Mapping[str, tuple[str, ...]]] = {"loss": ("loss",)}
     scheduler_interval: Literal["step", "epoch"] = "step"
 
     def __init__(
@@ -181,6 +191,8 @@ class GenerativeFamily(TrainingModule):
         optimizer / lr_scheduler: factories (see :class:`TrainingModule`).
         on_nonfinite: on a NaN or infinite training loss, ``stop`` the run or ``skip`` the step.
     """
+
+    metric_panels = {"loss": ("loss",), **SAMPLE_QUALITY_PANELS}
 
     def __init__(
         self,

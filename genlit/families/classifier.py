@@ -34,6 +34,7 @@ class Classifier(TrainingModule):
     """
 
     scheduler_interval = "epoch"
+    metric_panels = {"loss": ("loss",), "accuracy": ("acc",)}
 
     def __init__(
         self,

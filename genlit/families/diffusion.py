@@ -32,7 +32,7 @@ from genlit.diffusion.losses import training_losses
 from genlit.diffusion.samplers import DDIMSampler, Denoiser, Sampler
 from genlit.diffusion.schedules import LinearSchedule, NoiseSchedule
 from genlit.diffusion.targets import PredictionTarget, check_target, split_prediction
-from genlit.families.base import GenerativeFamily, NonFinitePolicy, ShapeNetFactory
+from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, ShapeNetFactory
 from genlit.metrics.binned import BinnedMean
 from genlit.objectives.elbo import bits_per_dim
 from genlit.seeding import SampleRNG
@@ -62,6 +62,12 @@ class Diffusion(GenerativeFamily):
         optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
         on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
+
+    metric_panels = {
+        "loss": ("loss",),
+        "loss by noise-level quartile (q1: least noise)": tuple(f"loss_q{q + 1}" for q in range(QUARTILES)),
+        **SAMPLE_QUALITY_PANELS,
+    }
 
     def __init__(
         self,

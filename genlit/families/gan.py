@@ -19,7 +19,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from genlit.families.base import GenerativeFamily, NonFinitePolicy, ShapeNetFactory
+from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, ShapeNetFactory
 from genlit.objectives.adversarial import (
     LossName,
     check_loss_name,
@@ -57,6 +57,11 @@ class GAN(GenerativeFamily):
     """
 
     progress_bar_metrics = ("d_loss", "g_loss")
+    metric_panels = {
+        "G and D losses": ("g_loss", "d_loss"),
+        "D(x) and D(G(z)): D's mean output": ("d_real", "d_fake"),
+        **SAMPLE_QUALITY_PANELS,
+    }
 
     def __init__(
         self,

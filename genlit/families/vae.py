@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
-from genlit.families.base import GenerativeFamily, NonFinitePolicy, is_sample_request
+from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, is_sample_request
 from genlit.objectives.elbo import (
     LikelihoodName,
     binarize,
@@ -65,6 +65,7 @@ class VAE(GenerativeFamily):
     """
 
     progress_bar_metrics = ("elbo",)
+    metric_panels = {"ELBO (nats per example)": ("elbo",), "KL (nats per example)": ("kl",), **SAMPLE_QUALITY_PANELS}
 
     def __init__(
         self,
