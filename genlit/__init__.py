@@ -1,7 +1,7 @@
 """genlit: a PyTorch Lightning research framework for generative models.
 
-The public API: the family contract, every family (LightningModules), every data module and the checkpoint
-loader. They are imported on first use
+The public API: ``genlit.fit`` / ``load`` / ``show`` for notebooks and scripts (:mod:`genlit.api`), the family
+contract, every family (LightningModules), every data module and the checkpoint loader. They are imported on first use
 (PEP 562), so ``import genlit.nets.gpt`` or a language-model run does not pay for the image stack
 (``datasets``, PIL, the GAN and VAE modules).
 """
@@ -24,6 +24,13 @@ _EXPORTS = {
     "TextDataModule": "genlit.data.text",
     # loading any of them back from a checkpoint
     "load_family": "genlit.checkpoints",
+    # the Python API for notebooks and scripts (genlit.api)
+    "fit": "genlit.api",
+    "load": "genlit.api",
+    "show": "genlit.api",
+    "runs": "genlit.api",
+    "plot": "genlit.api",
+    "Run": "genlit.api",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,10 +1,11 @@
-"""The ``genlit`` command: LightningCLI (fit/validate/test/predict) plus ``genlit sample`` and ``genlit evaluate``
-(:mod:`genlit.commands`).
+"""The ``genlit`` command: LightningCLI (fit/validate/test/predict) plus ``genlit sample``, ``genlit evaluate`` and
+``genlit plot`` (:mod:`genlit.commands`).
 
 Each run gets its own directory ``<trainer.default_root_dir>/<YYYYmmdd-HHMMSS>/`` holding the saved
-``config.yaml`` (which reproduces the run), ``checkpoints/``, ``samples/`` and the logger's files; a resumed
-run (``--ckpt_path last``, ``--ckpt_path PATH``, ``--run_dir DIR``) continues in its own folder
-(:mod:`genlit.commands.runs`).
+``config.yaml`` (which reproduces the run), ``checkpoints/``, ``samples/``, the logger's files and, from
+``genlit fit`` whatever its loggers, the metrics record ``metrics.csv`` (:mod:`genlit.commands.record`) and its
+curves ``metrics.png``, drawn when fit ends (:mod:`genlit.commands.plot`); a resumed run (``--ckpt_path last``,
+``--ckpt_path PATH``, ``--run_dir DIR``) continues in its own folder (:mod:`genlit.commands.runs`) and record.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, Logger
 
 from genlit.callbacks.checkpoints import AtomicCheckpointIO
-from genlit.callbacks.progress import ThrottledProgressBar
+from genlit.callbacks.progress import default_progress_bar
 from genlit.checkpoints import allowed_objects
 from genlit.commands.errors import USER_ERRORS, UsageError, error_line
+from genlit.commands.record import MetricsRecord
 from genlit.commands.runs import new_run_dir, resolve_run
 
-EXTRA_COMMANDS = {"sample": "genlit.commands.sample:main", "evaluate": "genlit.commands.evaluate:main"}
+EXTRA_COMMANDS = {"sample": "genlit.commands.sample:main", "evaluate": "genlit.commands.evaluate:main",
+                  "plot": "genlit.commands.plot:main"}  # fmt: skip
 LOGGERS_WITH_SUBDIRS = ("TensorBoardLogger", "CSVLogger")
 DEBUG_ENV = "GENLIT_DEBUG"
 
@@ -44,7 +48,8 @@ class GenlitCLI(LightningCLI):
     one place. A link whose DataModule lacks the attribute is skipped.
     """
 
-    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+    def __init__(self, args: list[str] | None = None, run: bool = True, callbacks: list[L.Callback] = ()) -> None:
+        self._extra_callbacks = list(callbacks)  # objects from Python (genlit.fit), added to the configured ones
         super().__init__(
             L.LightningModule,
             L.LightningDataModule,
@@ -53,7 +58,8 @@ class GenlitCLI(LightningCLI):
             save_config_callback=KeepRunConfig,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={
-                "epilog": "Extra command: genlit sample --ckpt PATH --num N --out FILE.npz",
+                "epilog": "Extra commands: genlit sample --ckpt PATH --num N --out FILE.npz; genlit evaluate; "
+                "genlit plot RUN_DIR [RUN_DIR ...]",
                 "exit_on_error": False,  # parse errors reach main(), which prints them on one line
             },
             auto_configure_optimizers=False,
@@ -73,15 +79,18 @@ class GenlitCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Point the loggers and checkpoints of this run at its own directory; W&B offline by default; the
-        progress bar is :class:`~genlit.callbacks.progress.ThrottledProgressBar` unless the config names one."""
+        progress bar is :func:`~genlit.callbacks.progress.default_progress_bar` unless the config names one."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._config_as_given = deepcopy(config)
         for key in ("run_dir", "ckpt_path", "weights_only"):  # where and how this launch ran, not the run itself
             if key in self._config_as_given:
                 self._config_as_given[key] = None
         names_a_bar = any(c.class_path.endswith("ProgressBar") for c in _as_list(config.trainer.callbacks))
+        extra = list(self._extra_callbacks)
         if config.trainer.enable_progress_bar is not False and not names_a_bar and _RICH_AVAILABLE:
-            self.trainer_defaults = {**self.trainer_defaults, "callbacks": [ThrottledProgressBar()]}
+            extra.append(default_progress_bar())
+        if extra:
+            self.trainer_defaults = {**self.trainer_defaults, "callbacks": extra}
         run_dir = getattr(self, "_run_dir", None) or new_run_dir(Path(config.trainer.default_root_dir or "runs"))
         config.trainer.default_root_dir = str(run_dir)
         for logger in _as_list(config.trainer.logger):
@@ -109,7 +118,7 @@ class GenlitCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """Save the config as the user gave it (not with this run's directories), so re-running it makes
-        a new run instead of overwriting this one."""
+        a new run instead of overwriting this one. ``fit`` also writes the run's metrics record."""
         if not self.subcommand:
             return super().instantiate_trainer(**kwargs)
         if not self.config_init[self.subcommand].trainer.get("plugins"):
@@ -117,9 +126,20 @@ class GenlitCLI(LightningCLI):
         placed = self.config[self.subcommand]
         self.config[self.subcommand] = self._config_as_given
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         finally:
             self.config[self.subcommand] = placed
+        if self.subcommand == "fit":
+            record = MetricsRecord(placed.trainer.default_root_dir, resuming=bool(placed.ckpt_path))
+            trainer.loggers = with_record(trainer.loggers, record)
+        return trainer
+
+    def after_fit(self) -> None:
+        """Draw the run's training curves into ``metrics.png`` (global rank zero; :mod:`genlit.commands.plot`)."""
+        if self.trainer.is_global_zero:
+            from genlit.commands.plot import write_run_figure  # pandas and the figures: only once a fit has ended
+
+            write_run_figure(self.trainer.default_root_dir)
 
 
 class KeepRunConfig(SaveConfigCallback):
@@ -130,6 +150,15 @@ class KeepRunConfig(SaveConfigCallback):
         if trainer.ckpt_path and (Path(trainer.log_dir or trainer.default_root_dir) / self.config_filename).exists():
             return
         super().setup(trainer, pl_module, stage)
+
+
+def with_record(loggers: list[Logger], record: MetricsRecord) -> list[Logger]:
+    """The loggers with the run's metrics record: in place of a ``CSVLogger`` that would write the same file (the
+    record continues on a resume, which Lightning's does not), else added after them."""
+    for i, logger in enumerate(loggers):
+        if isinstance(logger, CSVLogger) and Path(logger.log_dir).absolute() == Path(record.log_dir).absolute():
+            return [*loggers[:i], record, *loggers[i + 1 :]]
+    return [*loggers, record]
 
 
 def _is_model_checkpoint(class_path: str) -> bool:

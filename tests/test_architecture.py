@@ -2,8 +2,9 @@
 
 The layers, top to bottom (imports only point down):
 
-- Face: ``cli.py`` and ``commands/`` (``genlit sample``, ``genlit evaluate``, one-line errors). The Face may
-  import anything below it; ``genlit/__init__.py`` is the public API and imports lazily by name.
+- Face: ``cli.py``, ``api.py`` (the Python API) and ``commands/`` (``genlit sample``, ``genlit evaluate``,
+  one-line errors). The Face may import anything below it; ``genlit/__init__.py`` is the public API and
+  imports lazily by name.
 - ``callbacks/``: sample grids, monitors. From the families they see only the capabilities of
   ``families/protocols.py`` (never a family module); also metrics and helpers.
 - ``families/``: one LightningModule per family on one shared base. They import nets (by factory, from
@@ -27,7 +28,7 @@ import pytest
 GENLIT = Path(__file__).resolve().parents[1] / "genlit"
 PACKAGES = ("nets", "objectives", "diffusion", "data", "metrics", "families", "callbacks", "commands")
 HELPERS = ("imaging", "optim", "files", "seeding", "checkpoints")
-FACE = ("cli", "__init__")
+FACE = ("cli", "api", "__init__")
 HELPERS_ONLY = {"helpers"}
 ALLOWED = {
     "helpers": HELPERS_ONLY,

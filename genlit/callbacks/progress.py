@@ -1,12 +1,14 @@
-"""genlit's default progress bar: Lightning's rich bar, redrawn a few times per second instead of every batch."""
+"""genlit's default progress bar: Lightning's rich bar, redrawn a few times per second instead of every batch (in a
+terminal), or Lightning's tqdm bar in a Jupyter kernel."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 
 
 class ThrottledProgressBar(RichProgressBar):
@@ -44,3 +46,18 @@ class ThrottledProgressBar(RichProgressBar):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         else:  # what Lightning's hook does besides drawing
             self.val_progress_bar_id = self.test_progress_bar_id = self.predict_progress_bar_id = None
+
+
+def in_jupyter_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (a notebook), where rich's live display does not work."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return shell is not None and "ipykernel" in type(shell).__module__
+
+
+def default_progress_bar() -> ProgressBar:
+    """genlit's progress bar: :class:`ThrottledProgressBar` in a terminal; in a Jupyter kernel Lightning's tqdm
+    bar (rich's live display recurses there, and tqdm writes plain text lines a saved notebook keeps readable),
+    redrawn every 25 batches."""
+    if in_jupyter_kernel():
+        return TQDMProgressBar(refresh_rate=25)
+    return ThrottledProgressBar()

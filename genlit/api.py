@@ -1,0 +1,247 @@
+"""genlit from Python (notebooks and scripts): the same runs as the command line, returned as objects.
+
+- :func:`fit` trains an experiment YAML with keyword overrides through the same ``GenlitCLI`` as ``genlit fit``
+  (same run folder, ``config.yaml``, checkpoints, resume) and returns a :class:`Run`.
+- :func:`load` gives a family back from a checkpoint or a run folder (safely: ``weights_only``).
+- :func:`show` draws samples inline: images as a grid, 2-D points as a scatter, texts printed.
+- :func:`runs` lists the run folders under a root as a DataFrame; :func:`plot` draws runs' curves (``genlit plot``).
+
+Errors are raised as exceptions with the command line's one-line messages (no ``SystemExit`` in a kernel). W&B
+runs offline as on the command line, and silently (``WANDB_SILENT=true`` unless set).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jsonargparse import ArgumentError
+from torch import Tensor
+
+REPO = Path(__file__).resolve().parents[1]  # a checkout's root (experiments/ lives there)
+
+
+@dataclass
+class Run:
+    """What :func:`fit` returns: the trained model, its data and trainer, the run folder and final metrics."""
+
+    model: Any
+    datamodule: Any
+    trainer: Any
+    run_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The run's newest checkpoint (``last.ckpt`` or a later time-based one), if it wrote any."""
+        from genlit.commands.runs import newest_checkpoint
+
+        return newest_checkpoint(self.run_dir)
+
+    def _repr_markdown_(self) -> str:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(self.metrics.items()) if k.startswith(("val/", "test/")))
+        return f"**{type(self.model).__name__}** run `{self.run_dir}`: {self.trainer.global_step} steps; {shown}"
+
+
+def config_path(config: str | Path) -> Path:
+    """``config`` as given if it exists, else relative to the checkout's root (so ``experiments/...`` works from
+    ``notebooks/`` or any folder); one clear error otherwise."""
+    path = Path(config).expanduser()
+    for candidate in (path, REPO / path, REPO / "experiments" / path):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no experiment config {str(config)!r}; give a YAML path, e.g. experiments/gan/toy_ring8.yaml"
+    )
+
+
+def override_args(section: str, values: Mapping[str, Any] | None) -> list[str]:
+    """Command-line overrides for ``trainer``, ``data`` or ``model``: nested mappings become dotted keys; the
+    data and model keys go under ``init_args`` (their YAML has a ``class_path``) unless they name it."""
+    args: list[str] = []
+    for key, value in (values or {}).items():
+        if section in ("data", "model") and key not in ("class_path", "init_args"):
+            key = f"init_args.{key}"
+        if isinstance(value, Mapping) and "class_path" not in value:
+            args += override_args(f"{section}.{key}", value)
+        else:
+            args.append(f"--{section}.{key}={value if isinstance(value, str) else json.dumps(value)}")
+    return args
+
+
+def fit(
+    config: str | Path,
+    *,
+    trainer: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
+    args: Sequence[str] = (),
+    ckpt_path: str | None = None,
+    run_dir: str | Path | None = None,
+    callbacks: Sequence[Any] = (),
+) -> Run:
+    """Train an experiment, exactly as ``genlit fit --config CONFIG`` with the given overrides would.
+
+    ``trainer={"max_steps": 2000}``, ``data={"batch_size": 32}``, ``model={"lr": ...}`` override the YAML
+    (nested mappings for nested keys); ``args`` takes further command-line arguments as they would be typed.
+    ``ckpt_path="last"`` resumes the newest run of the experiment; ``run_dir`` names a run folder to create or
+    continue. ``callbacks`` adds Lightning callback objects (e.g. one defined in the notebook) to the YAML's.
+    Returns the :class:`Run` (the model stays in memory, in the state training left it).
+    """
+    from genlit.cli import GenlitCLI, _finish_wandb
+    from genlit.commands.errors import error_line
+
+    os.environ.setdefault("WANDB_SILENT", "true")  # no W&B banners and summaries in a notebook's output
+
+    argv = ["fit", "--config", str(config_path(config))]
+    argv += override_args("trainer", trainer) + override_args("data", data) + override_args("model", model)
+    argv += list(args)
+    argv += ["--ckpt_path", str(ckpt_path)] if ckpt_path else []
+    argv += ["--run_dir", str(run_dir)] if run_dir else []
+    kernel_argv, sys.argv = sys.argv, sys.argv[:1]  # a kernel's own arguments are not this run's
+    try:
+        cli = GenlitCLI(args=argv, callbacks=list(callbacks))
+    except ArgumentError as err:
+        raise ValueError(error_line(err)) from None
+    finally:
+        sys.argv = kernel_argv
+        _finish_wandb()
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if v.numel() == 1}
+    return Run(cli.model, cli.datamodule, cli.trainer, Path(cli.trainer.default_root_dir), metrics)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu"):
+    """The family stored in a checkpoint, or in a run folder's newest checkpoint, in eval mode on ``device``.
+    Loaded with ``weights_only=True``: a checkpoint naming anything genlit does not write is refused."""
+    from genlit.checkpoints import load_family
+    from genlit.commands.runs import newest_checkpoint
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = newest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"run folder {path} has no checkpoint (checkpoints/*.ckpt); train it longer")
+        path = found
+    elif not path.is_file():
+        raise FileNotFoundError(f"no checkpoint or run folder at {path}")
+    return load_family(str(path)).to(device).eval()
+
+
+def show(samples, nrow: int | None = None, title: str | None = None, size: float = 4.0):
+    """Draw samples inline and return the matplotlib Figure (or print texts and return None).
+
+    ``samples``: images as a float tensor (N, C, H, W) in [-1, 1] (what ``model.sample`` returns) or uint8
+    (N, H, W, C); a path to an ``.npz`` written by ``genlit sample`` (``arr_0``); 2-D points (N, 2), drawn as a
+    scatter; or a string / list of strings, printed with rules between them.
+    """
+    if isinstance(samples, str) and not samples.endswith(".npz") or _is_texts(samples):
+        texts = [samples] if isinstance(samples, str) else list(samples)
+        print(("\n" + "-" * 60 + "\n").join(texts))
+        return None
+    array = _as_array(samples)
+    import matplotlib.pyplot as plt
+
+    from genlit.imaging import image_grid
+
+    fig, ax = plt.subplots(figsize=(size, size))
+    if array.ndim == 2 and array.shape[1] == 2:
+        ax.scatter(array[:, 0], array[:, 1], s=4, alpha=0.5)
+        ax.set_aspect("equal")
+    elif array.ndim == 4:
+        grid = image_grid(array, nrow=nrow)  # (H', W', C)
+        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray" if grid.shape[-1] == 1 else None)
+        ax.axis("off")
+    else:
+        plt.close(fig)
+        raise ValueError(f"cannot show samples of shape {array.shape}; give images (N, C, H, W) or points (N, 2)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)  # shown once (as the returned value) in Jupyter, not twice
+    return fig
+
+
+def _is_texts(samples) -> bool:
+    return isinstance(samples, (list, tuple)) and bool(samples) and all(isinstance(s, str) for s in samples)
+
+
+def _as_array(samples) -> np.ndarray:
+    """Points (N, 2) float, or images uint8 (N, H, W, C), from a tensor, an array or an ``.npz`` path."""
+    from genlit.imaging import to_uint8
+
+    if isinstance(samples, (str, Path)):
+        path = Path(samples)
+        if not path.is_file():
+            raise FileNotFoundError(f"no samples file {path}")
+        return np.load(path)["arr_0"]
+    if isinstance(samples, Tensor):
+        if samples.ndim == 4 and samples.dtype != torch.uint8:
+            return to_uint8(samples).numpy()  # (N, H, W, C)
+        return samples.detach().cpu().numpy()
+    return np.asarray(samples)
+
+
+HIGHER_IS_BETTER = ("acc", "accuracy", "precision", "recall", "modes_covered", "high_quality_fraction",
+                    "inception_score", "elbo", "coverage")  # fmt: skip
+
+
+def runs(root: str | Path = "runs"):
+    """A pandas DataFrame with one row per run folder under ``root`` (any depth; a run folder holds a
+    ``config.yaml``): ``experiment`` (its folder under ``root``), ``run``, ``family``, ``start``, ``steps`` (the
+    last step recorded) and, for each validation or test metric, its final value and its best (``best val/fid``:
+    the lowest; the highest for accuracies, precision, recall and mode coverage). Read from the run folders
+    (``config.yaml``, ``metrics.csv``): no W&B, no network."""
+    import pandas as pd
+    import yaml
+
+    from genlit.commands.record import metric_names, read_metrics
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no runs folder {root}; give the folder genlit fit wrote runs into (e.g. runs)")
+    rows = []
+    for config in sorted(root.rglob("config.yaml")):
+        run = config.parent
+        settings = yaml.safe_load(config.read_text()) or {}
+        model = (settings.get("model") or {}).get("class_path", "")
+        row = {"experiment": str(run.parent.relative_to(root)), "run": run.name, "family": model.rsplit(".", 1)[-1],
+               "start": _start_time(run), "path": str(run)}  # fmt: skip
+        if (run / "metrics.csv").is_file():
+            frame = read_metrics(run)
+            row["steps"] = int(frame["step"].max()) if len(frame) else 0
+            for name in metric_names(frame):
+                if name.startswith(("val/", "test/")):
+                    values = frame[name].dropna()
+                    best = values.max() if name.rsplit("/", 1)[-1].startswith(HIGHER_IS_BETTER) else values.min()
+                    row[name], row[f"best {name}"] = float(values.iloc[-1]), float(best)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("start", kind="stable").reset_index(drop=True) if len(frame) else frame
+
+
+def _start_time(run: Path):
+    """When a run started: from its folder name (``YYYYmmdd-HHMMSS``), else its config's modification time."""
+    import pandas as pd
+
+    stamp = pd.to_datetime(run.name[:15], format="%Y%m%d-%H%M%S", errors="coerce")
+    return stamp if not pd.isna(stamp) else pd.Timestamp((run / "config.yaml").stat().st_mtime, unit="s")
+
+
+def plot(run_dirs, out: str | Path | None = None, metrics: Sequence[str] | None = None):
+    """The training curves of one run folder, or of several on shared axes (their family's panels, or one panel
+    per name in ``metrics``), as ``genlit plot`` draws them; also written to ``out`` when given. Returns the
+    matplotlib Figure (Jupyter shows it)."""
+    from genlit.commands.plot import plot_runs
+
+    if isinstance(run_dirs, Run):
+        run_dirs = run_dirs.run_dir
+    elif isinstance(run_dirs, Sequence) and not isinstance(run_dirs, str):
+        run_dirs = [r.run_dir if isinstance(r, Run) else r for r in run_dirs]
+    return plot_runs(run_dirs, out, metrics)
