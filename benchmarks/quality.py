@@ -1,14 +1,14 @@
 """The results table: every image family's MNIST experiments trained for one CPU budget and evaluated alike.
 
-    python -m benchmarks.quality [--budget 00:00:05:00] [--num 1000] [--experiments gan/dcgan_mnist ...] [--readme]
+    python -m benchmarks.quality [--budget 00:00:05:00] [--num 1000] [--experiments gan/dcgan_mnist ...] [--docs]
 
 Each experiment is trained with ``genlit fit`` on the 9,000-image train split of ``$GENLIT_DATA_DIR/mnist``
 for ``--budget`` of wall time (its YAML otherwise unchanged; run directories under
 ``runs/benchmarks/quality/``). Its last checkpoint (EMA weights where the family keeps them) then draws
 ``--num`` samples with its default sampler, which ``genlit evaluate``'s code scores against the 1,000-image
-test split with genlit's MNIST evaluator (the newest run under ``runs/evaluators/mnist_classifier``: train it
-first); VAE and diffusion models also run their test NLL. The table is printed and, with ``--readme``,
-written into README.md between the ``quality-table`` markers.
+test split with genlit's MNIST evaluator (``evaluator:mnist_classifier``, trained once on the train split and
+cached); VAE and diffusion models also run their test NLL. The table is printed and, with ``--docs``,
+written into docs/results.md (the documentation's results page) between the ``quality-table`` markers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import wandb
 
 from genlit.checkpoints import load_family
 from genlit.cli import GenlitCLI
-from genlit.commands.evaluate import DEFAULT_CACHE, evaluate, reference_features, test_nll
+from genlit.commands.evaluate import evaluate, reference_cache, reference_features, test_nll
 from genlit.commands.sample import draw
 from genlit.data.images import ImageDataModule
 from genlit.imaging import to_uint8
@@ -76,12 +76,12 @@ def table(rows: list[dict], budget: str, num: int, identity: str) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    """Replace the table between the markers in README.md."""
-    path = REPO / "README.md"
+def write_results_page(text: str) -> None:
+    """Replace the table between the markers in docs/results.md."""
+    path = REPO / "docs" / "results.md"
     readme = path.read_text()
     if START not in readme or END not in readme:
-        raise ValueError(f"README.md lacks the {START} / {END} markers")
+        raise ValueError(f"{path} lacks the {START} / {END} markers")
     head, rest = readme.split(START, 1)
     path.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
 
@@ -92,12 +92,12 @@ def main() -> None:
     parser.add_argument("--budget", default="00:00:05:00", help="training wall time per experiment (DD:HH:MM:SS)")
     parser.add_argument("--num", type=int, default=1000, help="samples per experiment")
     parser.add_argument("--experiments", nargs="+", default=EXPERIMENTS, choices=EXPERIMENTS)
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--docs", "--readme", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
     mnist = os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist")
-    extractor = make_extractor(str(REPO / "runs" / "evaluators" / "mnist_classifier"))
+    extractor = make_extractor("evaluator:mnist_classifier", dataset=mnist)
     data = ImageDataModule(mnist)
-    reference = reference_features(extractor, data, "test", Path(DEFAULT_CACHE))[:2]
+    reference = reference_features(extractor, data, "test", reference_cache())[:2]
     rows = []
     for experiment in args.experiments:
         start = time.perf_counter()
@@ -107,8 +107,8 @@ def main() -> None:
         print(f"{experiment}: {time.perf_counter() - start:.0f} s in all; " + str(rows[-1]), flush=True)
     text = table(rows, args.budget, args.num, extractor.identity)
     print(text)
-    if args.readme:
-        write_readme(text)
+    if args.docs:
+        write_results_page(text)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ class NoiseSchedule:
         num_steps: T, the number of diffusion steps.
         betas / alphas / alpha_bar: float64 tables (T,): beta_t, 1 - beta_t and prod_{s<=t} alpha_s;
         signal / sigma / snr: sqrt(alpha_bar), sqrt(1 - alpha_bar) and their squared ratio, computed in
-        float64 (1 - alpha_bar in float32 would lose 3 digits at t = 0).
+            float64 (1 - alpha_bar in float32 would lose 3 digits at t = 0).
     """
 
     def __init__(self, betas: Tensor) -> None:
