@@ -145,6 +145,7 @@ def test_sampling_on_two_ranks_writes_what_one_process_writes(tmp_path):
     assert (tmp_path / "two.rank0.npz").is_file() and (tmp_path / "two.rank1.npz").is_file()
 
 
+@pytest.mark.slow  # about 100 s on 2 cores: two ranks, an evaluator trained from an empty cache, FID
 def test_a_missing_evaluator_is_trained_once_by_rank_zero_and_shared(tmp_path, mnist_dir):
     """vae_mnist on 2 CPU ranks with an empty cache: global rank 0 trains the evaluator (its one line) while rank 1
     waits in the broadcast (no deadlock), both measure val/fid with it, and the cache holds one entry."""

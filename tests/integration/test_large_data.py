@@ -26,6 +26,7 @@ def small_mnist(data_dir, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # about a minute on 2 cores (two ranks, two epochs); the unit tests cover the pieces
 def test_a_stream_under_ddp_gives_ranks_disjoint_shares_and_equal_epochs(small_mnist, tmp_path):
     probe = {"class_path": "tests.integration.ddp_probe.RecordTrainImages", "init_args": {"dirpath": str(tmp_path)}}
     command = [sys.executable, "-m", "genlit.cli", "fit", "--config", str(EXPERIMENTS / "vae" / "vae_mnist.yaml"),
@@ -48,6 +49,7 @@ def test_a_stream_under_ddp_gives_ranks_disjoint_shares_and_equal_epochs(small_m
     assert ranks[0]["seen"]["0"] != ranks[0]["seen"]["1"]  # reshuffled between epochs
 
 
+@pytest.mark.slow  # a real fit with worker processes; tests/unit/test_image_storage.py covers the batches
 def test_disk_storage_trains_with_decoding_workers(data_dir, tmp_path):
     run_dir = fit("vae/vae_mnist.yaml", tmp_path, "--data.init_args.dataset", str(data_dir / "mnist"),
                   "--data.init_args.storage", "disk", "--data.init_args.num_workers", "2",
