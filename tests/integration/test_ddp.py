@@ -17,14 +17,17 @@ from tests.conftest import EXPERIMENTS, REPO
     "loss_args",
     [
         [],
-        [
-            "--model.init_args.loss",
-            "wasserstein",
-            "--model.init_args.gp_weight",
-            "10",
-            "--model.init_args.n_critic",
-            "2",
-        ],
+        pytest.param(  # 25 s on 2 cores: in the slow run (the gradient penalty's double backward under DDP)
+            [
+                "--model.init_args.loss",
+                "wasserstein",
+                "--model.init_args.gp_weight",
+                "10",
+                "--model.init_args.n_critic",
+                "2",
+            ],
+            marks=pytest.mark.slow,
+        ),  # fmt: skip
     ],
     ids=["non_saturating", "wgan_gp"],
 )
@@ -83,6 +86,7 @@ def test_sample_quality_under_two_ranks_equals_one_process(tmp_path):
     assert gathered == pytest.approx(single, rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.slow  # 30 s on 2 cores; the GAN and sampling DDP tests keep DDP in the default run
 def test_language_model_under_two_cpu_ranks(tmp_path, data_dir):
     """Both ranks build or load one tokenizer, end with identical weights and report the same synced val metrics."""
     probe = {"class_path": "tests.integration.ddp_probe.SaveNetWeights", "init_args": {"dirpath": str(tmp_path)}}

@@ -229,7 +229,7 @@ def test_path_and_column_errors(tmp_path, monkeypatch):
     path = _write_parquet(tmp_path / "one.parquet", [np.zeros((4, 4), np.uint8)] * 3)
     with pytest.raises(ValueError, match=r"image column 'img' not in .*columns: image.*--data.image_column"):
         ImageDataModule(str(path), image_column="img", label_column=None, cache_dir=str(tmp_path)).setup()
-    with pytest.raises(ValueError, match=r"needs .* GB, more than --data.max_memory_gb.*streaming"):
+    with pytest.raises(ValueError, match=r"needs .* GB, more than --data.max_memory_gb.*use --data.storage disk"):
         ImageDataModule(str(path), label_column=None, max_memory_gb=1e-6, cache_dir=str(tmp_path)).setup()
     with pytest.raises(ValueError, match="channels 2 is not supported; use one of"):
         ImageDataModule(str(path), channels=2)
