@@ -42,7 +42,10 @@ run = genlit.fit(
     model={"latent_dim": 2},
     data={"dataset": MNIST},
     trainer={"max_steps": STEPS, "max_epochs": None, "logger": False, "enable_model_summary": False,
-             "limit_val_batches": 2 if SMOKE else 1.0},
+             "limit_val_batches": 2 if SMOKE else 1.0,
+             # the YAML's latent pictures assume 32 dimensions; this notebook draws its own
+             "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                            "init_args": {"save_last": True}}]},
 )  # fmt: skip
 vae = run.model.eval()
 data = run.datamodule
@@ -84,7 +87,8 @@ genlit.show(torch.cat([x[:16], recon]), nrow=16, size=10)
 pairs = [(0, 1), (2, 3), (4, 5), (6, 7)]
 with torch.no_grad():
     path = torch.cat([lerp(mu[a], mu[b], 10) for a, b in pairs])  # (40, 2)
-    genlit.show(vae.decode(path), nrow=10, size=8)
+    decoded = vae.decode(path)
+genlit.show(decoded, nrow=10, size=8)
 
 # %% [markdown]
 # ## The whole plane
@@ -94,7 +98,8 @@ with torch.no_grad():
 values = torch.linspace(-2.5, 2.5, 15)
 grid = torch.stack(torch.meshgrid(values, values.flip(0), indexing="xy"), -1).reshape(-1, 2)  # (225, 2)
 with torch.no_grad():
-    genlit.show(vae.decode(grid), nrow=15, size=8)
+    plane = vae.decode(grid)
+genlit.show(plane, nrow=15, size=8)
 
 # %% [markdown]
 # ## Anomaly scores of the unseen digit
