@@ -108,17 +108,21 @@ def step_rates(turns: PlainStepBetweenBatches, trained: str) -> dict[str, float]
     return rates
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    """Float32 FLOP/s of a (size x size) @ (size x size) matmul on this machine (best of ``repeats``)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak(size: int = 2048, repeats: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a (size x size) @ (size x size) matmul on ``device`` in ``dtype`` (float32 on the CPU by default),
+    best of ``repeats``; CUDA work is synchronised around each timing."""
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
     a @ b  # warm-up
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
     return 2 * size**3 / best
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: str = "cpu") -> float:
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 

@@ -36,6 +36,7 @@ import lightning as L
 import torch
 
 from benchmarks.args import positive_int
+from benchmarks.gpt_throughput import matmul_peak
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments" / "autoregressive"
@@ -79,23 +80,6 @@ class TokenRate(L.Callback):
                   "max_memory_gb": memory}  # fmt: skip
         if trainer.is_global_zero:
             self.path.write_text(json.dumps(record))
-
-
-def measured_bf16_flops(device: str, n: int = 8192, repeats: int = 20) -> float:
-    """FLOP/s of an n x n x n bf16 matmul on ``device`` (a practical ceiling beside the spec sheet)."""
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    n = n if device == "cuda" else 512
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
 def spec_peak(override_tflops: float | None) -> tuple[float, str]:
@@ -157,13 +141,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.steps, args.warmup = min(args.steps, 3), min(args.warmup, 2)
-        peak, where, device = measured_bf16_flops("cpu"), "measured float32 matmul (smoke run)", "cpu"
+        peak, where, device = matmul_peak(512), "measured float32 matmul (smoke run)", "cpu"
     elif not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: this benchmark needs one (or --smoke to check the script on CPU)")
     else:
         (peak, where), device = spec_peak(args.peak_tflops), "cuda"
         print(f"GPU: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
-    print(f"peak {peak / 1e12:.1f} TFLOP/s ({where}); measured matmul {measured_bf16_flops(device) / 1e12:.1f} TFLOP/s")
+    measured = matmul_peak(8192, 20, "cuda", torch.bfloat16) if device == "cuda" else peak
+    print(f"peak {peak / 1e12:.1f} TFLOP/s ({where}); measured matmul {measured / 1e12:.1f} TFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.runs:
             record = run(name, args, peak, Path(tmp))

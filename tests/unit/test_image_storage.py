@@ -48,6 +48,19 @@ def same_batches(a: list, b: list) -> bool:
     return all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
 
 
+def assert_resumes_after(dm: ImageDataModule, served: int) -> None:
+    """A fresh train loader given the state after ``served`` batches serves the next two batches again."""
+    loader = dm.train_dataloader()
+    batches = iter(loader)
+    for _ in range(served):
+        next(batches)
+    state = loader.state_dict()
+    expected = [next(batches) for _ in range(2)]
+    fresh = dm.train_dataloader()
+    fresh.load_state_dict(state)
+    assert same_batches(first_batches(fresh, 2), expected)
+
+
 @pytest.mark.parametrize("held_out", [None, [3, 7]])
 def test_disk_storage_serves_the_in_memory_batches(data_dir, held_out):
     loaders = {}
@@ -70,15 +83,7 @@ def test_disk_loader_resumes_mid_epoch_in_worker_processes(data_dir):
     dm = module(data_dir, "disk", num_workers=2)
     dm.setup("fit")
     torch.manual_seed(1)
-    loader = dm.train_dataloader()
-    batches = iter(loader)
-    for _ in range(3):
-        next(batches)
-    state = loader.state_dict()
-    expected = [next(batches) for _ in range(2)]
-    fresh = dm.train_dataloader()
-    fresh.load_state_dict(state)
-    assert same_batches(first_batches(fresh, 2), expected)
+    assert_resumes_after(dm, 3)
 
 
 def pixels(examples) -> list[bytes]:
@@ -124,16 +129,8 @@ def test_stream_ranks_get_disjoint_shares_and_equal_epochs(small_mnist, tmp_path
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stream_reshuffles_every_epoch_and_resumes_its_position(small_mnist, workers):
     dm = stream(small_mnist, shuffle_buffer=1, num_workers=workers)  # buffer 1: the stream's order, exact resume
-    loader = dm.train_dataloader()
-    assert isinstance(loader, StatefulDataLoader)
-    batches = iter(loader)
-    for _ in range(4):
-        next(batches)
-    state = loader.state_dict()
-    expected = [next(batches) for _ in range(2)]
-    fresh = dm.train_dataloader()
-    fresh.load_state_dict(state)
-    assert same_batches(first_batches(fresh, 2), expected)
+    assert isinstance(dm.train_dataloader(), StatefulDataLoader)
+    assert_resumes_after(dm, 4)
 
     shuffled = stream(small_mnist, shuffle_buffer=256)
     epoch0 = first_batches(shuffled.train_dataloader(), 1)[0][1]
