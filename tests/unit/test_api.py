@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from genlit.api import REPO, config_path, load, override_args, show
+from genlit.api import REPO, config_path, fit, load, override_args, show
 
 
 def test_a_config_is_found_from_any_working_directory(tmp_path, monkeypatch):
@@ -49,3 +49,9 @@ def test_load_refuses_a_folder_without_checkpoints(tmp_path):
         load(tmp_path)
     with pytest.raises(FileNotFoundError, match="no checkpoint or run folder at"):
         load(tmp_path / "missing.ckpt")
+
+
+def test_fit_refuses_an_unknown_override_in_one_line_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"unrecognized arguments: --trainer.max_stepz=3"):
+        fit("gan/toy_ring8.yaml", trainer={"max_stepz": 3, "default_root_dir": str(tmp_path)})
+    assert not any(tmp_path.iterdir())  # no run folder left behind

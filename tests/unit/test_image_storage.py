@@ -144,6 +144,8 @@ def test_stream_reshuffles_every_epoch_and_resumes_its_position(small_mnist, wor
 def test_storage_errors_name_the_fix(data_dir):
     with pytest.raises(ValueError, match="storage 'ram' is not known; use one of memory, disk, stream"):
         ImageDataModule(str(data_dir / "mnist"), storage="ram")
+    with pytest.raises(ValueError, match="shuffle_buffer 0 must be >= 1"):
+        ImageDataModule(str(data_dir / "mnist"), storage="stream", shuffle_buffer=0)
     dm = ImageDataModule(str(data_dir / "mnist"), max_memory_gb=0.001)
     with pytest.raises(ValueError, match="use --data.storage disk"):
         dm.prepare_data()
