@@ -124,6 +124,7 @@ def test_torchrun_ranks_write_one_run_folder(tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
 
 
+@pytest.mark.slow  # 43 s on 2 cores; tests/unit/test_sample_writer.py covers the writer and the rank ranges
 def test_sampling_on_two_ranks_writes_what_one_process_writes(tmp_path):
     """genlit sample --devices 2: Lightning's predict loop on 2 CPU ranks, one .npz (and shards) equal to one process's
     draw with the same seed, conditional labels included."""
