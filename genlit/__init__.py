@@ -1,9 +1,9 @@
 """genlit: a PyTorch Lightning research framework for generative models.
 
-The public API: ``genlit.fit`` / ``load`` / ``show`` for notebooks and scripts (:mod:`genlit.api`), the family
-contract, every family (LightningModules), every data module and the checkpoint loader. They are imported on first use
-(PEP 562), so ``import genlit.nets.gpt`` or a language-model run does not pay for the image stack
-(``datasets``, PIL, the GAN and VAE modules).
+The public API: ``genlit.fit`` / ``load`` / ``show`` / ``evaluate`` / ``runs`` / ``plot`` for notebooks and scripts
+(:mod:`genlit.api`), the family contract, every family (LightningModules), every data module and the checkpoint
+loader. They are imported on first use (PEP 562), so ``import genlit.nets.gpt`` or a language-model run does not
+pay for the image stack (``datasets``, PIL, the GAN and VAE modules).
 """
 
 from importlib import import_module
@@ -28,6 +28,7 @@ _EXPORTS = {
     "fit": "genlit.api",
     "load": "genlit.api",
     "show": "genlit.api",
+    "evaluate": "genlit.api",
     "runs": "genlit.api",
     "plot": "genlit.api",
     "Run": "genlit.api",

@@ -4,6 +4,7 @@
   (same run folder, ``config.yaml``, checkpoints, resume) and returns a :class:`Run`.
 - :func:`load` gives a family back from a checkpoint or a run folder (safely: ``weights_only``).
 - :func:`show` draws samples inline: images as a grid, 2-D points as a scatter, texts printed.
+- :func:`evaluate` measures samples, a model or a run against reference data (``genlit evaluate``'s figures).
 - :func:`runs` lists the run folders under a root as a DataFrame; :func:`plot` draws runs' curves (``genlit plot``).
 
 Errors are raised as exceptions with the command line's one-line messages (no ``SystemExit`` in a kernel). W&B
@@ -186,6 +187,111 @@ def _as_array(samples) -> np.ndarray:
             return to_uint8(samples).numpy()  # (N, H, W, C)
         return samples.detach().cpu().numpy()
     return np.asarray(samples)
+
+
+def evaluate(
+    samples,
+    reference: str,
+    extractor: str | None = None,
+    *,
+    split: str = "test",
+    num: int = 10_000,
+    seed: int = 0,
+    batch_size: int = 500,
+    labels=None,
+    use_ema: bool = True,
+    nll: bool = True,
+    extractor_data: str | None = None,
+    inception_weights: str | None = None,
+    kid_subset_size: int = 1000,
+    val_fraction: float = 0.1,
+    cache_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    **options,
+) -> dict:
+    """What ``genlit evaluate`` prints, as a dict: ``metrics`` (FID, KID, IS, precision/recall, class statistics,
+    a likelihood family's test NLL; a language model's loss, perplexity and bits per unit) with what was measured
+    (``source``, ``extractor``, ``num_samples``, ``reference``). Also written as JSON to ``out`` when given.
+
+    ``samples``: an ``.npz`` (``arr_0`` uint8 (N, H, W, C), ``arr_1`` labels), images (a float tensor
+    (N, C, H, W) in [-1, 1] as ``model.sample`` returns, or uint8 (N, H, W, C)), or something to draw ``num``
+    samples from under ``seed``: a model, a :class:`Run`, a checkpoint or a run folder. ``options`` are the
+    family's sampling options (``sampler=DDIMSampler(steps=50)``, ``guidance_scale=2.0``, ...). ``labels``: the
+    classes of conditional images given, or those to draw (one int for all). ``reference``: the dataset (Hub id
+    or local path; a text file for language models); ``extractor``: ``"evaluator:mnist_classifier"``,
+    ``"inception"`` or a classifier checkpoint. ``nll=False`` skips a likelihood family's test NLL.
+    """
+    from genlit.commands.evaluate import _write_json, image_record, load_extractor, load_samples, text_record
+    from genlit.commands.sample import draw
+    from genlit.families.protocols import Likelihood, TextModel
+
+    if num < 2 or kid_subset_size < 2:
+        raise ValueError("num and kid_subset_size must be >= 2")
+    model, source = _evaluated_model(samples)
+    if isinstance(model, TextModel):
+        record = text_record(model, reference, split, val_fraction, batch_size, source)
+    else:
+        if extractor is None:
+            raise ValueError("extractor= is required for images: evaluator:mnist_classifier, 'inception' or a ckpt")
+        device = model.device if model is not None else "cpu"
+        features = load_extractor(extractor, reference, extractor_data, inception_weights).to(device)
+        if model is not None:
+            images, labels = _drawn_images(model, num, seed, batch_size, labels, use_ema, options, draw)
+        elif isinstance(samples, (str, Path)):
+            images, labels = load_samples(samples)
+        else:
+            images, labels = _given_images(samples), None if labels is None else torch.as_tensor(labels).long()
+        record = image_record(
+            images, labels, features, reference, split=split, source=source, kid_subset_size=kid_subset_size,
+            batch_size=batch_size, cache_dir=cache_dir,
+            nll_model=model if nll and isinstance(model, Likelihood) else None,
+        )  # fmt: skip
+    if out is not None:
+        _write_json(Path(out), record)
+    return record
+
+
+def _evaluated_model(samples) -> tuple[Any, str]:
+    """(the model to draw from, or None for given samples; how the record names the source)."""
+    if isinstance(samples, Run):
+        return samples.model.eval(), str(samples.run_dir)
+    if isinstance(samples, torch.nn.Module):
+        return samples.eval(), type(samples).__name__
+    if isinstance(samples, (str, Path)):
+        path = Path(samples).expanduser()
+        if path.suffix == ".npz":
+            return None, str(path)
+        return load(path, "cuda" if torch.cuda.is_available() else "cpu"), str(path)
+    return None, "samples"
+
+
+def _drawn_images(model, num, seed, batch_size, labels, use_ema, options, draw) -> tuple[Tensor, Tensor | None]:
+    """uint8 images (N, C, H, W) drawn from ``model`` as ``genlit evaluate --ckpt`` draws them, and their labels."""
+    from genlit.imaging import to_uint8
+
+    if isinstance(labels, int):
+        labels = torch.full((num,), labels, dtype=torch.long)
+    model.check_sample_options(**options)
+    with torch.no_grad():
+        images, labels = draw(model, num, seed=seed, batch_size=batch_size, labels=labels, use_ema=use_ema, **options)
+    if images.dim() != 4:
+        raise ValueError(
+            f"{type(model).__name__} draws {tuple(images.shape[1:])}-shaped samples; evaluate needs images"
+        )
+    return to_uint8(images).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def _given_images(samples) -> Tensor:
+    """uint8 (N, C, H, W) of images given as a float tensor (N, C, H, W) in [-1, 1] or uint8 (N, H, W, C)."""
+    if isinstance(samples, np.ndarray) and samples.dtype != np.uint8:
+        samples = torch.from_numpy(samples)
+    array = _as_array(samples)  # uint8 (N, H, W, C)
+    if array.ndim != 4 or array.dtype != np.uint8 or array.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"evaluate needs images: float (N, C, H, W) in [-1, 1] or uint8 (N, H, W, C); got {array.dtype} "
+            f"{array.shape}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
 
 
 HIGHER_IS_BETTER = ("acc", "accuracy", "precision", "recall", "modes_covered", "high_quality_fraction",

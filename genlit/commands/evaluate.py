@@ -149,36 +149,67 @@ def main(argv: list[str] | None = None) -> None:
     if args.num < 2 or args.kid_subset_size < 2:
         raise ValueError("--num and --kid-subset-size must be >= 2")
     if isinstance(model, TextModel):
-        return _report(args, _language_model_record(args, model))
+        record = text_record(model, args.data, args.split, args.val_fraction, args.batch_size, str(args.ckpt))
+        return _report(args, record)
     if args.extractor is None:
         raise ValueError("--extractor is required for images: evaluator:mnist_classifier, 'inception' or a checkpoint")
     device = model.device if model is not None else resolve_device(args.device)
-    extractor = make_extractor(args.extractor, args.inception_weights, _extractor_data(args)).to(device)
+    extractor = load_extractor(args.extractor, args.data, args.extractor_data, args.inception_weights).to(device)
     images, labels = _samples(args, model, options)
-    c, h, _ = images.shape[1:]  # the reference is decoded at the samples' size and channels
-    data = ImageDataModule(args.data, image_size=h, channels=c, batch_size=args.batch_size)
-    cache = Path(args.cache_dir) if args.cache_dir else reference_cache()
-    real_features, real_logits, _, key = reference_features(extractor, data, args.split, cache)
-    metrics = evaluate(images, labels, extractor, (real_features, real_logits), args.kid_subset_size)
-    if isinstance(model, Likelihood) and not args.skip_nll:
-        metrics |= test_nll(model, data)
-    record = {
-        "source": str(args.ckpt or args.samples),
-        "extractor": extractor.identity,
-        "num_samples": len(images),
-        "reference": {"dataset": key["dataset"], "split": args.split, "num_images": len(real_features)},
-        "metrics": metrics,
-    }
+    record = image_record(
+        images, labels, extractor, args.data, split=args.split, source=str(args.ckpt or args.samples),
+        kid_subset_size=args.kid_subset_size, batch_size=args.batch_size, cache_dir=args.cache_dir,
+        nll_model=model if isinstance(model, Likelihood) and not args.skip_nll else None,
+    )  # fmt: skip
     _report(args, record)
 
 
-def _extractor_data(args) -> str | None:
-    """The dataset an evaluator config is trained on (--extractor-data, else --data), checked to exist; None for
-    other extractors."""
-    if not is_evaluator_spec(args.extractor):
+def load_extractor(
+    spec: str, data: str, extractor_data: str | None = None, inception_weights: str | None = None
+) -> FeatureExtractor:
+    """The extractor ``spec`` names; an evaluator config is trained on ``extractor_data`` (else ``data``), once."""
+    return make_extractor(spec, inception_weights, _extractor_dataset(spec, data, extractor_data))
+
+
+def image_record(
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    extractor: FeatureExtractor,
+    data: str,
+    *,
+    split: str = "test",
+    source: str = "samples",
+    kid_subset_size: int = 1000,
+    batch_size: int = 500,
+    cache_dir: str | Path | None = None,
+    nll_model: Likelihood | None = None,
+) -> dict:
+    """What ``genlit evaluate`` prints and writes for uint8 images (N, C, H, W) against ``data``'s ``split``:
+    ``source``, ``extractor`` (its identity), ``num_samples``, ``reference`` and ``metrics`` (with
+    ``nll_model``'s test NLL figures when given)."""
+    c, h, _ = images.shape[1:]  # the reference is decoded at the samples' size and channels
+    reference = ImageDataModule(data, image_size=h, channels=c, batch_size=batch_size)
+    cache = Path(cache_dir) if cache_dir else reference_cache()
+    real_features, real_logits, _, key = reference_features(extractor, reference, split, cache)
+    metrics = evaluate(images, labels, extractor, (real_features, real_logits), kid_subset_size)
+    if nll_model is not None:
+        metrics |= test_nll(nll_model, reference)
+    return {
+        "source": source,
+        "extractor": extractor.identity,
+        "num_samples": len(images),
+        "reference": {"dataset": key["dataset"], "split": split, "num_images": len(real_features)},
+        "metrics": metrics,
+    }
+
+
+def _extractor_dataset(spec: str, data: str, extractor_data: str | None) -> str | None:
+    """The dataset an evaluator config is trained on (``extractor_data``, else ``data``), checked to exist; None
+    for other extractors."""
+    if not is_evaluator_spec(spec):
         return None
-    option = "--extractor-data" if args.extractor_data else "--data"
-    return resolve_dataset(args.extractor_data or args.data, option=option)
+    option = "--extractor-data" if extractor_data else "--data"
+    return resolve_dataset(extractor_data or data, option=option)
 
 
 def _report(args, record: dict) -> None:
@@ -197,22 +228,29 @@ def _samples(args, model: Generative | None, options: dict):
     return to_uint8(samples).permute(0, 3, 1, 2).contiguous(), labels
 
 
-def _language_model_record(args, model: TextModel) -> dict:
-    """Loss, perplexity and bits per unit of a text split under a language model (and what was measured)."""
+def text_record(
+    model: TextModel,
+    data: str,
+    split: str = "test",
+    val_fraction: float = 0.1,
+    batch_size: int = 500,
+    source: str = "model",
+) -> dict:
+    """Loss, perplexity and bits per unit of a text split under a language model, and what was measured."""
     if model.tokenizer is None:
-        raise ValueError(f"{args.ckpt} stores no tokenizer; it was not trained with a genlit TextDataModule")
+        raise ValueError(f"{source} stores no tokenizer; it was not trained with a genlit TextDataModule")
     block = model.hparams.block_size
-    data = TextDataModule(args.data, block_size=block, val_fraction=args.val_fraction)
-    tokens = torch.tensor(model.tokenizer.encode(data.split_text(args.split)), dtype=torch.long)  # (N,)
+    text = TextDataModule(data, block_size=block, val_fraction=val_fraction)
+    tokens = torch.tensor(model.tokenizer.encode(text.split_text(split)), dtype=torch.long)  # (N,)
     if len(tokens) <= block:
-        raise ValueError(f"the {args.split} split has {len(tokens)} tokens, fewer than one block of {block + 1}")
+        raise ValueError(f"the {split} split has {len(tokens)} tokens, fewer than one block of {block + 1}")
     blocks = TokenBlocks(tokens, block, stride=block)
-    metrics = language_model_metrics(model, blocks, args.batch_size)
+    metrics = language_model_metrics(model, blocks, batch_size)
     return {
-        "source": str(args.ckpt),
+        "source": source,
         "tokenizer": f"{type(model.tokenizer).__name__} ({model.tokenizer.vocab_size} tokens)",
         "num_samples": len(blocks),
-        "reference": {"dataset": args.data, "split": args.split, "num_tokens": len(blocks) * block},
+        "reference": {"dataset": data, "split": split, "num_tokens": len(blocks) * block},
         "metrics": metrics,
     }
 

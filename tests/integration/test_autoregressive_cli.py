@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import genlit
 from genlit.cli import main
 from tests.conftest import EXPERIMENTS
 from tests.integration.helpers import fit
@@ -124,3 +125,4 @@ def test_evaluate_reports_perplexity_and_bits_per_char(gpt_ckpt, data_dir, tmp_p
     assert metrics["bits_per_char"] == pytest.approx(metrics["loss"] / math.log(2))  # one char per token
     assert record["reference"]["num_tokens"] == (111_540 - 1) // 64 * 64  # every block of the 10% held out
     assert "bits_per_char" in capsys.readouterr().out
+    assert genlit.evaluate(gpt_ckpt, text, split="test") == record  # the Python API: the same record
