@@ -46,6 +46,9 @@ class Run:
 
         return newest_checkpoint(self.run_dir)
 
+    def __repr__(self) -> str:
+        return f"Run({type(self.model).__name__}, {self.trainer.global_step} steps, run_dir={str(self.run_dir)!r})"
+
     def _repr_markdown_(self) -> str:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(self.metrics.items()) if k.startswith(("val/", "test/")))
         return f"**{type(self.model).__name__}** run `{self.run_dir}`: {self.trainer.global_step} steps; {shown}"

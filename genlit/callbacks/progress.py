@@ -56,8 +56,8 @@ def in_jupyter_kernel() -> bool:
 
 def default_progress_bar() -> ProgressBar:
     """genlit's progress bar: :class:`ThrottledProgressBar` in a terminal; in a Jupyter kernel Lightning's tqdm
-    bar (rich's live display recurses there, and tqdm writes plain text lines a saved notebook keeps readable),
-    redrawn every 25 batches."""
+    bar (rich's live display recurses there), redrawn every 25 batches: a widget when ipywidgets is installed (the
+    ``notebooks`` extra installs it), else plain text lines."""
     if in_jupyter_kernel():
         return TQDMProgressBar(refresh_rate=25)
     return ThrottledProgressBar()

@@ -9,6 +9,8 @@ cached. All metrics are torchmetrics ``Metric``s: under DDP each rank updates wi
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
@@ -104,8 +106,10 @@ class SampleQuality(nn.Module):
         features = _Passthrough(num_features)
         self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
         self.kid_subset_size, self.kid_subsets = kid_subset_size, kid_subsets
-        self.kid = KernelInceptionDistance(feature=features, subsets=kid_subsets, subset_size=kid_subset_size)
-        self.inception_score = InceptionScore(feature=_Passthrough(num_classes), splits=is_splits)
+        with warnings.catch_warnings():  # "will save all extracted features": they are features, not images
+            warnings.filterwarnings("ignore", message="Metric .* will save all extracted features")
+            self.kid = KernelInceptionDistance(feature=features, subsets=kid_subsets, subset_size=kid_subset_size)
+            self.inception_score = InceptionScore(feature=_Passthrough(num_classes), splits=is_splits)
         self.precision_recall = PrecisionRecall(pr_k)
         self.num_classes = num_classes
 
