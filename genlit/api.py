@@ -139,7 +139,8 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
 
 
 def show(samples, nrow: int | None = None, title: str | None = None, size: float = 4.0):
-    """Draw samples inline and return the matplotlib Figure (or print texts and return None).
+    """Draw samples inline and return the matplotlib Figure (or print texts and return None); ``size`` is the
+    figure's width in inches (a grid's height follows its shape).
 
     ``samples``: images as a float tensor (N, C, H, W) in [-1, 1] (what ``model.sample`` returns) or uint8
     (N, H, W, C); a path to an ``.npz`` written by ``genlit sample`` (``arr_0``); 2-D points (N, 2), drawn as a
@@ -154,16 +155,16 @@ def show(samples, nrow: int | None = None, title: str | None = None, size: float
 
     from genlit.imaging import image_grid
 
-    fig, ax = plt.subplots(figsize=(size, size))
     if array.ndim == 2 and array.shape[1] == 2:
+        fig, ax = plt.subplots(figsize=(size, size))
         ax.scatter(array[:, 0], array[:, 1], s=4, alpha=0.5)
         ax.set_aspect("equal")
     elif array.ndim == 4:
         grid = image_grid(array, nrow=nrow)  # (H', W', C)
+        fig, ax = plt.subplots(figsize=(size, size * grid.shape[0] / grid.shape[1]))  # the grid's own shape
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray" if grid.shape[-1] == 1 else None)
         ax.axis("off")
     else:
-        plt.close(fig)
         raise ValueError(f"cannot show samples of shape {array.shape}; give images (N, C, H, W) or points (N, 2)")
     if title:
         ax.set_title(title)
