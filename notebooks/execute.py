@@ -49,12 +49,25 @@ def execute(source: Path, smoke: bool, timeout: int = 3600, cwd: Path | None = N
     return notebook
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def without_widgets(notebook):
+    """The notebook without its widget outputs and widget state: the progress bars, live UI of the run rather than
+    its results (hundreds of kilobytes of state per notebook, which GitHub and the docs site cannot draw)."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+    notebook.metadata.pop("widgets", None)
+    return notebook
+
+
 def write_paired(source: Path, notebook) -> Path:
-    """Write the executed notebook beside its source as ``.ipynb`` (the pair GitHub renders)."""
+    """Write the executed notebook beside its source as ``.ipynb`` (the pair GitHub renders), without widgets."""
     import jupytext
 
     target = source.with_suffix(".ipynb")
-    jupytext.write(notebook, target, fmt="ipynb")
+    jupytext.write(without_widgets(notebook), target, fmt="ipynb")
     return target
 
 
