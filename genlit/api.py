@@ -138,13 +138,14 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
     return load_family(str(path)).to(device).eval()
 
 
-def show(samples, nrow: int | None = None, title: str | None = None, size: float = 4.0):
+def show(samples, nrow: int | None = None, title: str | None = None, size: float = 4.0, max_images: int = 256):
     """Draw samples inline and return the matplotlib Figure (or print texts and return None); ``size`` is the
     figure's width in inches (a grid's height follows its shape).
 
     ``samples``: images as a float tensor (N, C, H, W) in [-1, 1] (what ``model.sample`` returns) or uint8
-    (N, H, W, C); a path to an ``.npz`` written by ``genlit sample`` (``arr_0``); 2-D points (N, 2), drawn as a
-    scatter; or a string / list of strings, printed with rules between them.
+    (N, H, W, C), of which the first ``max_images`` are drawn; a path to an ``.npz`` written by ``genlit sample``
+    (``arr_0``); 2-D points (N, 2), drawn as a scatter; or a string / list of strings, printed with rules between
+    them.
     """
     if isinstance(samples, str) and not samples.endswith(".npz") or _is_texts(samples):
         texts = [samples] if isinstance(samples, str) else list(samples)
@@ -160,7 +161,7 @@ def show(samples, nrow: int | None = None, title: str | None = None, size: float
         ax.scatter(array[:, 0], array[:, 1], s=4, alpha=0.5)
         ax.set_aspect("equal")
     elif array.ndim == 4:
-        grid = image_grid(array, nrow=nrow)  # (H', W', C)
+        grid = image_grid(array[:max_images], nrow=nrow)  # (H', W', C)
         fig, ax = plt.subplots(figsize=(size, size * grid.shape[0] / grid.shape[1]))  # the grid's own shape
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray" if grid.shape[-1] == 1 else None)
         ax.axis("off")

@@ -39,6 +39,9 @@ def test_show_draws_images_points_and_npz_and_prints_texts(tmp_path, capsys):
     assert len(points.axes[0].collections[0].get_offsets()) == 50
     np.savez(tmp_path / "s.npz", np.zeros((4, 8, 8, 3), np.uint8))
     assert show(str(tmp_path / "s.npz")).axes[0].images[0].get_array().shape[-1] == 3
+    strip = show(torch.zeros(300, 1, 8, 8), nrow=100, size=5, max_images=200)  # two rows of the first 200
+    assert strip.axes[0].images[0].get_array().shape == (2 + 2 * 10, 2 + 100 * 10)
+    assert strip.get_size_inches()[0] == 5 and strip.get_size_inches()[1] < 1  # the grid's shape, not a square
     assert show(["first", "second"]) is None and "first\n" + "-" * 60 + "\nsecond" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"cannot show samples of shape \(5,\)"):
         show(torch.zeros(5))
