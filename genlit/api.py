@@ -349,8 +349,11 @@ def plot(run_dirs, out: str | Path | None = None, metrics: Sequence[str] | None 
     """The training curves of one run folder, or of several on shared axes (their family's panels, or one panel
     per name in ``metrics``), as ``genlit plot`` draws them; also written to ``out`` when given. Returns the
     matplotlib Figure (Jupyter shows it)."""
-    import matplotlib.pyplot  # noqa: F401  (in a kernel: sets up the inline backend, which displays the Figure)
+    import matplotlib
+    import matplotlib.pyplot as plt
 
+    if not plt.get_fignums():  # no pyplot figure yet, so maybe no backend: load it (in Jupyter the inline one,
+        plt.switch_backend(matplotlib.get_backend())  # which displays the returned Figure); open ones would close
     from genlit.commands.plot import plot_runs
 
     if isinstance(run_dirs, Run):

@@ -42,5 +42,7 @@ def test_notebook_opens_with_what_and_how_long_and_has_its_full_outputs(source):
     executed = jupytext.read(paired)
     code = [c for c in executed.cells if c.cell_type == "code"]
     assert [c.source for c in code] == [c.source for c in notebook.cells if c.cell_type == "code"], "out of sync"
-    pictures = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert pictures, f"{paired.name} holds no pictures: run the full notebook to write its outputs"
+    outputs = [o.get("data", {}) for c in code for o in c.get("outputs", [])]
+    assert any("image/png" in data for data in outputs), f"{paired.name} holds no pictures: run the full notebook"
+    undrawn = [data for data in outputs if str(data.get("text/plain", "")).startswith("<Figure") and len(data) == 1]
+    assert not undrawn, f"{paired.name}: a figure was returned as text, not drawn: {undrawn[0]['text/plain']}"
