@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 01 · Quickstart: a GAN learns the 8-Gaussian ring
 # Train genlit's toy GAN from Python, watch its samples move onto the eight modes and its mode coverage rise;
-# 39 minutes measured on this project's shared 2-core CPU machine while other jobs ran (far less on an idle one).
+# 2 minutes measured on this project's 2-core CPU machine.
 #
 # The ring of eight Gaussians (Metz et al. 2017) is the classic mode-collapse test: a generator that covers
 # all eight modes with sharp samples is a working GAN. `genlit.fit` runs `experiments/gan/toy_ring8.yaml`
@@ -44,14 +44,17 @@ EVERY = 10 if SMOKE else 1_000  # validation (mode coverage) every this many bat
 
 # %%
 class Snapshots(L.Callback):
-    """Samples from fixed noise (seed 0) at every validation, keyed by optimizer step."""
+    """Samples from fixed noise (seed 0) at every validation, keyed by the training batches seen so far."""
 
     def __init__(self, num: int = 1000) -> None:
-        self.num, self.samples = num, {}
+        self.num, self.samples, self.batches = num, {}, 0
+
+    def on_train_batch_end(self, *args) -> None:
+        self.batches += 1
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
-            self.samples[trainer.global_step] = pl_module.sample_many(range(self.num), seed=0).cpu()
+            self.samples[self.batches] = pl_module.sample_many(range(self.num), seed=0).cpu()
 
 
 snapshots = Snapshots()
@@ -64,8 +67,9 @@ run
 
 # %% [markdown]
 # ## Samples moving onto the modes
-# Grey crosses are the eight mode centres; each panel is the same 1,000 noise vectors at a later step. Panel
-# titles count optimizer steps (a D and a G step per batch); the curves below count batches (half as many).
+# Grey crosses are the eight mode centres; each panel is the same 1,000 noise vectors at a later step. Steps
+# count training batches here and in the curves below; each batch is a D and a G step, so `max_steps`, which
+# counts optimizer steps, is twice the last of them.
 
 # %%
 centers = toy_centers("ring8")
@@ -76,7 +80,7 @@ for ax, step in zip(np.atleast_1d(axes), shown, strict=True):
     points = snapshots.samples[step]
     ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4)
     ax.scatter(centers[:, 0], centers[:, 1], marker="x", color="grey")
-    ax.set_title(f"step {step}")
+    ax.set_title(f"step {step:,}")
     ax.set_aspect("equal")
 fig.tight_layout()
 
