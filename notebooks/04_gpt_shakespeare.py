@@ -14,8 +14,8 @@
 # %% [markdown]
 # # 04 · A character-level GPT on Tiny Shakespeare
 # Train nanoGPT's CPU recipe, read its loss curves, sample with temperature / top-k / top-p side by side, score
-# a held-out passage and look at what one attention head attends to; 18 minutes measured on this project's
-# shared 2-core CPU machine while other jobs ran (far less on an idle one).
+# a held-out passage and look at what one attention head attends to; 3 minutes measured on this project's 2-core
+# CPU machine.
 #
 # `experiments/autoregressive/gpt_shakespeare_char_cpu.yaml` is nanoGPT's CPU configuration (4 layers, 4 heads,
 # 128 wide, context 64, batch 12, 2,000 iterations) on `$GENLIT_DATA_DIR/tinyshakespeare/input.txt`.
