@@ -226,8 +226,7 @@ def evaluate(
     or local path; a text file for language models); ``extractor``: ``"evaluator:mnist_classifier"``,
     ``"inception"`` or a classifier checkpoint. ``nll=False`` skips a likelihood family's test NLL.
     """
-    from genlit.commands.evaluate import _write_json, image_record, load_extractor, load_samples, text_record
-    from genlit.commands.sample import draw
+    from genlit.commands.evaluate import image_record, load_extractor, load_samples, text_record, write_record
     from genlit.families.protocols import Likelihood, TextModel
 
     if num < 2 or kid_subset_size < 2:
@@ -241,7 +240,7 @@ def evaluate(
         device = model.device if model is not None else "cpu"
         features = load_extractor(extractor, reference, extractor_data, inception_weights).to(device)
         if model is not None:
-            images, labels = _drawn_images(model, num, seed, batch_size, labels, use_ema, options, draw)
+            images, labels = _drawn_images(model, num, seed, batch_size, labels, use_ema, options)
         elif isinstance(samples, (str, Path)):
             images, labels = load_samples(samples)
         else:
@@ -252,7 +251,7 @@ def evaluate(
             nll_model=model if nll and isinstance(model, Likelihood) else None,
         )  # fmt: skip
     if out is not None:
-        _write_json(Path(out), record)
+        write_record(Path(out), record)
     return record
 
 
@@ -270,33 +269,27 @@ def _evaluated_model(samples) -> tuple[Any, str]:
     return None, "samples"
 
 
-def _drawn_images(model, num, seed, batch_size, labels, use_ema, options, draw) -> tuple[Tensor, Tensor | None]:
+def _drawn_images(model, num, seed, batch_size, labels, use_ema, options) -> tuple[Tensor, Tensor | None]:
     """uint8 images (N, C, H, W) drawn from ``model`` as ``genlit evaluate --ckpt`` draws them, and their labels."""
-    from genlit.imaging import to_uint8
+    from genlit.commands.evaluate import drawn_images
+    from genlit.commands.sample import draw
 
     if isinstance(labels, int):
         labels = torch.full((num,), labels, dtype=torch.long)
     model.check_sample_options(**options)
     with torch.no_grad():
         images, labels = draw(model, num, seed=seed, batch_size=batch_size, labels=labels, use_ema=use_ema, **options)
-    if images.dim() != 4:
-        raise ValueError(
-            f"{type(model).__name__} draws {tuple(images.shape[1:])}-shaped samples; evaluate needs images"
-        )
-    return to_uint8(images).permute(0, 3, 1, 2).contiguous(), labels
+    return drawn_images(images, type(model).__name__), labels
 
 
 def _given_images(samples) -> Tensor:
     """uint8 (N, C, H, W) of images given as a float tensor (N, C, H, W) in [-1, 1] or uint8 (N, H, W, C)."""
+    from genlit.commands.evaluate import images_for_metrics
+
     if isinstance(samples, np.ndarray) and samples.dtype != np.uint8:
         samples = torch.from_numpy(samples)
-    array = _as_array(samples)  # uint8 (N, H, W, C)
-    if array.ndim != 4 or array.dtype != np.uint8 or array.shape[-1] not in (1, 3):
-        raise ValueError(
-            f"evaluate needs images: float (N, C, H, W) in [-1, 1] or uint8 (N, H, W, C); got {array.dtype} "
-            f"{array.shape}"
-        )
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
+    needed = "evaluate needs images: float (N, C, H, W) in [-1, 1] or uint8 (N, H, W, C)"
+    return images_for_metrics(_as_array(samples), needed)
 
 
 HIGHER_IS_BETTER = ("acc", "accuracy", "precision", "recall", "modes_covered", "high_quality_fraction",

@@ -65,16 +65,26 @@ def load_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ValueError(f"--samples {path} is not a readable .npz ({err})") from None
     if "arr_0" not in names:
         raise ValueError(f"--samples {path} has no arr_0 (it has {sorted(names)}); write images as arr_0")
-    images = arrays["arr_0"]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(
-            f"--samples {path}: arr_0 must be uint8 of shape (N, H, W, C) with C 1 or 3, "
-            f"got {images.dtype} {images.shape}"
-        )
+    shape = "uint8 of shape (N, H, W, C) with C 1 or 3"
+    images = images_for_metrics(arrays["arr_0"], f"--samples {path}: arr_0 must be {shape}")
     if len(images) < 2:
         raise ValueError(f"--samples {path} holds {len(images)} images; the metrics need at least 2")
     labels = torch.from_numpy(arrays["arr_1"]).long() if "arr_1" in names else None
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
+    return images, labels
+
+
+def images_for_metrics(images: np.ndarray, error: str) -> torch.Tensor:
+    """uint8 (N, C, H, W) of a uint8 (N, H, W, C) array with C 1 or 3; otherwise ``error`` with what was given."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"{error}, got {images.dtype} {images.shape}")
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def drawn_images(samples: torch.Tensor, source: str) -> torch.Tensor:
+    """uint8 (N, C, H, W) of samples (N, C, H, W) in [-1, 1] that ``source`` drew; one clear error for non-images."""
+    if samples.dim() != 4:
+        raise ValueError(f"{source} draws {tuple(samples.shape[1:])}-shaped samples; evaluate needs images")
+    return to_uint8(samples).permute(0, 3, 1, 2).contiguous()
 
 
 def reference_features(
@@ -214,7 +224,7 @@ def _extractor_dataset(spec: str, data: str, extractor_data: str | None) -> str 
 
 def _report(args, record: dict) -> None:
     out = Path(args.out) if args.out else Path(args.ckpt or args.samples).with_suffix(".eval.json")
-    _write_json(out, record)
+    write_record(out, record)
     _print_table(record, out)
 
 
@@ -223,9 +233,7 @@ def _samples(args, model: Generative | None, options: dict):
     if model is None:
         return load_samples(args.samples)
     samples, labels = draw_as_asked(model, args, options)
-    if samples.dim() != 4:
-        raise ValueError(f"{args.ckpt} draws {tuple(samples.shape[1:])}-shaped samples; evaluate needs images")
-    return to_uint8(samples).permute(0, 3, 1, 2).contiguous(), labels
+    return drawn_images(samples, str(args.ckpt)), labels
 
 
 def text_record(
@@ -273,7 +281,8 @@ def language_model_metrics(model: TextModel, blocks: TokenBlocks, batch_size: in
     }
 
 
-def _write_json(out: Path, record: dict) -> None:
+def write_record(out: Path, record: dict) -> None:
+    """Write an evaluation record as JSON (atomically: never half-written)."""
     with atomic_write(out, "w") as handle:
         json.dump(record, handle, indent=2)
 
