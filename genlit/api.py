@@ -147,6 +147,8 @@ def show(samples, nrow: int | None = None, title: str | None = None, size: float
     (``arr_0``); 2-D points (N, 2), drawn as a scatter; or a string / list of strings, printed with rules between
     them.
     """
+    if max_images < 1 or size <= 0:
+        raise ValueError(f"show needs max_images >= 1 and size > 0, got max_images={max_images}, size={size}")
     if isinstance(samples, str) and not samples.endswith(".npz") or _is_texts(samples):
         texts = [samples] if isinstance(samples, str) else list(samples)
         print(("\n" + "-" * 60 + "\n").join(texts))

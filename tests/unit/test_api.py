@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from genlit.api import REPO, config_path, fit, load, override_args, show
+from genlit.api import REPO, config_path, evaluate, fit, load, override_args, show
 
 
 def test_a_config_is_found_from_any_working_directory(tmp_path, monkeypatch):
@@ -58,3 +58,17 @@ def test_fit_refuses_an_unknown_override_in_one_line_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"unrecognized arguments: --trainer.max_stepz=3"):
         fit("gan/toy_ring8.yaml", trainer={"max_stepz": 3, "default_root_dir": str(tmp_path)})
     assert not any(tmp_path.iterdir())  # no run folder left behind
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: show(torch.zeros(4, 1, 8, 8), max_images=0), "show needs max_images >= 1 and size > 0"),
+        (lambda: show(torch.zeros(4, 1, 8, 8), size=0), "show needs max_images >= 1 and size > 0"),
+        (lambda: evaluate(torch.zeros(4, 1, 8, 8), "mnist", "inception", num=1), "num and kid_subset_size must be"),
+        (lambda: evaluate("s.npz", "mnist", "inception", kid_subset_size=0), "num and kid_subset_size must be >= 2"),
+    ],
+)
+def test_bad_numbers_are_one_clear_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
