@@ -1,7 +1,9 @@
-"""Optimization parts shared by families: weight-decay parameter groups and a warm-up + cosine schedule.
+"""Optimization parts shared by families: weight-decay parameter groups, a warm-up + cosine schedule, and
+the synchronization of one network's step across processes for the families that step their networks apart.
 
-Both are plain PyTorch: :func:`decay_groups` returns the param-group dicts any ``torch.optim`` optimizer
-takes, and :class:`WarmupCosineLR` is an ``LRScheduler`` a YAML file can name as ``lr_scheduler``.
+All plain PyTorch: :func:`decay_groups` returns the param-group dicts any ``torch.optim`` optimizer
+takes, :class:`WarmupCosineLR` is an ``LRScheduler`` a YAML file can name as ``lr_scheduler``, and
+:func:`synchronize_step` is one ``torch.distributed.all_reduce`` over a module's gradients and buffers.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
+import torch
+import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -88,3 +92,35 @@ class WarmupCosineLR(LRScheduler):
             return self.min_lr
         progress = (step - self.warmup_steps) / (self.decay_steps - self.warmup_steps)
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - self.min_lr)
+
+
+def synchronize_step(module: nn.Module, finite: bool = True) -> bool:
+    """Make one optimizer step of ``module`` agree across processes with one ``all_reduce``; return whether
+    ``finite`` holds on every rank.
+
+    What DDP does around a backward and a forward, for one network only (the GAN family steps G and D with
+    separate optimizers and runs each backward under ``no_sync``): ``module``'s gradients are averaged over
+    the ranks, its floating buffers (BatchNorm running statistics) take rank 0's values (DDP's
+    ``broadcast_buffers``), and the ranks' ``finite`` flags (whether the loss was finite) are combined, all in
+    one flat float32 tensor, so a step costs one collective and one wait for the slowest rank, not three.
+    A parameter without a gradient counts as zero (DDP with ``find_unused_parameters``); integer buffers
+    (BatchNorm's step count) are equal on every rank by construction and left alone. Every rank must call
+    this for the same module. In one process only ``finite`` is returned.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return finite
+    world, rank = dist.get_world_size(), dist.get_rank()
+    params = [p for p in module.parameters() if p.requires_grad]
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    parts = [p.grad.reshape(-1).float() / world for p in params]  # summed over ranks: the mean
+    parts += [b.reshape(-1).float() if rank == 0 else torch.zeros(b.numel()) for b in buffers]  # rank 0's
+    flag = torch.tensor([0.0 if finite else 1.0], device=parts[0].device if parts else None)
+    flat = torch.cat([part.to(flag.device) for part in parts] + [flag])  # (total + 1,)
+    dist.all_reduce(flat)
+    tensors = [p.grad for p in params] + buffers
+    for tensor, value in zip(tensors, flat[:-1].split([t.numel() for t in tensors]), strict=True):
+        tensor.copy_(value.view_as(tensor))
+    return bool(flat[-1] == 0)

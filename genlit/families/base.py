@@ -104,13 +104,16 @@ class TrainingModule(L.LightningModule):
         """Log the epoch means of the training metrics as ``train/<name>_epoch``."""
         self._step_logger.log_epoch_means()
 
-    def loss_is_finite(self, loss: Tensor, **terms: Tensor) -> bool:
+    def loss_is_finite(self, loss: Tensor, *, everywhere: bool | None = None, **terms: Tensor) -> bool:
         """Whether to apply ``loss``: True when it is finite (on every rank). Otherwise the run stops with one
         line naming the step and the non-finite ``terms`` (``on_nonfinite="stop"``), or this step is skipped on
-        every rank and counted (``"skip"``): False."""
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if self._trainer is not None:
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        every rank and counted (``"skip"``): False. ``everywhere``: the decision, when the caller already
+        combined the ranks' flags (:func:`genlit.optim.synchronize_step`); else one collective here."""
+        finite = everywhere
+        if finite is None:
+            finite = bool(torch.isfinite(loss.detach()).all())
+            if self._trainer is not None:
+                finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             return True
         values = {"loss": loss, **terms}

@@ -11,7 +11,7 @@ batches advance it by 6. ``GAN.generator_steps`` gives the number of generator s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Literal
 
 import torch
@@ -28,7 +28,7 @@ from genlit.objectives.adversarial import (
     gradient_penalty,
     r1_penalty,
 )
-from genlit.optim import optimizer_config
+from genlit.optim import optimizer_config, synchronize_step
 from genlit.seeding import SampleRNG
 
 
@@ -137,10 +137,9 @@ class GAN(GenerativeFamily):
         if hp.r1_gamma > 0:
             stats["r1_penalty"] = r1_penalty(real_out, real)
             loss = loss + hp.r1_gamma / 2 * stats["r1_penalty"]
-        if not self.loss_is_finite(loss, **stats):
-            return
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        if not self.loss_is_finite(loss, everywhere=self._backward(loss, self.discriminator), **stats):
+            return
         opt.step()
         self._step_scheduler(0)
         self.log_train_step(d_loss=loss, **stats)
@@ -149,10 +148,10 @@ class GAN(GenerativeFamily):
         with self._grad_for(self.discriminator):
             fake = self.generator(self.noise(batch_size), labels)  # (B, *data_shape)
             loss = generator_loss(self.hparams.loss, self.discriminator(fake, labels))
-            if not self.loss_is_finite(loss):
-                return
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            finite = self._backward(loss, self.generator)
+        if not self.loss_is_finite(loss, everywhere=finite):
+            return
         opt.step()
         self._step_scheduler(1)
         self._generator_steps += 1
@@ -161,14 +160,7 @@ class GAN(GenerativeFamily):
 
     @contextmanager
     def _grad_for(self, net: nn.Module) -> Iterator[None]:
-        """Skip gradients of ``net``'s weights while the other net trains, except under DDP.
-
-        Under DDP every backward must reach every parameter the reducer knows (else: unused-parameter
-        errors), so there the other net's gradients are computed and later cleared by ``zero_grad``.
-        """
-        if isinstance(self.trainer.model, DistributedDataParallel):  # DDP's, even with one process
-            yield
-            return
+        """Freeze ``net``'s weights while the other net trains: no gradients computed for them, none synced."""
         flags = [p.requires_grad for p in net.parameters()]
         net.requires_grad_(False)
         try:
@@ -176,6 +168,22 @@ class GAN(GenerativeFamily):
         finally:
             for p, flag in zip(net.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
+
+    def _backward(self, loss: Tensor, net: nn.Module) -> bool:
+        """``manual_backward(loss)`` and one all-reduce that syncs ``net`` alone; whether ``loss`` was finite on
+        every rank (a non-finite loss leaves gradients that the caller does not apply).
+
+        Lightning wraps the whole module (G and D) in one DDP, whose reducer would all-reduce every parameter
+        on every backward and insist that each backward reach them all. Each step here trains one net, so the
+        backward runs under ``no_sync`` with the other net frozen (:meth:`_grad_for`), and
+        :func:`~genlit.optim.synchronize_step` averages the gradients of the net about to step, copies rank
+        0's BatchNorm statistics (as DDP's forward would) and combines the ranks' finiteness checks: one
+        collective per step instead of three.
+        """
+        model = self.trainer.model
+        with model.no_sync() if isinstance(model, DistributedDataParallel) else nullcontext():
+            self.manual_backward(loss)
+        return synchronize_step(net, bool(torch.isfinite(loss.detach())))
 
     def _step_scheduler(self, index: int) -> None:
         if self.hparams.lr_scheduler_interval != "step":

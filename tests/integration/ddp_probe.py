@@ -9,14 +9,15 @@ import torch
 
 
 class SaveGeneratorWeights(L.Callback):
-    """Write ``rank{R}.pt`` with the generator's and EMA's state dicts into ``dirpath``."""
+    """Write ``rank{R}.pt`` with the generator's, discriminator's and EMA's state dicts (buffers included)."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        state = {"generator": pl_module.generator.state_dict(), "ema": pl_module.ema.state_dict()}
+        nets = {"generator": pl_module.generator, "discriminator": pl_module.discriminator, "ema": pl_module.ema}
+        state = {name: net.state_dict() for name, net in nets.items()}
         torch.save({**state, "world_size": trainer.world_size}, self.dirpath / f"rank{trainer.global_rank}.pt")
 
 
