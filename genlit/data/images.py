@@ -133,6 +133,8 @@ class ImageDataModule(L.LightningDataModule):
     ``num_classes`` comes from the label column's ``ClassLabel`` unless given. ``cache_dir`` overrides
     the ``datasets`` cache (default ``$HF_DATASETS_CACHE``). ``held_out_classes`` are removed from train
     and validation but kept in test (anomaly detection: train on normal classes, score the held-out ones).
+    ``train_limit`` keeps the first N training images after the validation carve-out (a limited-data
+    experiment such as ADA on 1,000 images; memory and disk storage).
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class ImageDataModule(L.LightningDataModule):
         held_out_classes: list[int] | None = None,
         storage: Storage = "memory",
         shuffle_buffer: int = 10_000,
+        train_limit: int | None = None,
     ) -> None:
         super().__init__()
         # num_classes is left out: the model's linked num_classes is the one record of it in the hparams
@@ -191,6 +194,8 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"random_crop_padding {pad} must be >= 0 and < image_size for reflect padding")
         if hp.held_out_classes and hp.label_column is None:
             raise ValueError("held_out_classes needs labels; set --data.label_column")
+        if hp.train_limit is not None and (hp.train_limit < 1 or hp.storage == "stream"):
+            raise ValueError(f"train_limit {hp.train_limit} must be >= 1 and needs memory or disk storage, not stream")
         if num_classes is not None and num_classes < 0:
             raise ValueError(f"num_classes {num_classes} must be >= 0 (0 = unconditional)")
 
@@ -255,6 +260,8 @@ class ImageDataModule(L.LightningDataModule):
         if fit:
             train, val = self._train_val(sets, train_name, val_name)
             self._train, self._val = self._without_held_out(train), self._without_held_out(val)
+            if self.hparams.train_limit is not None:
+                self._train = _subset(self._train, torch.arange(min(self.hparams.train_limit, len(self._train))))
         if test and test_name is not None:
             self._test = sets[test_name]
 

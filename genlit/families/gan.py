@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -26,8 +26,10 @@ from genlit.objectives.adversarial import (
     discriminator_loss,
     generator_loss,
     gradient_penalty,
+    path_length_penalty,
     r1_penalty,
 )
+from genlit.objectives.discriminator_augment import DiscriminatorAugment
 from genlit.optim import optimizer_config, synchronize_step
 from genlit.seeding import SampleRNG
 
@@ -47,6 +49,14 @@ class GAN(GenerativeFamily):
         gp_weight: weight of the WGAN-GP gradient penalty (Gulrajani et al. 2017); 0 disables it.
         r1_gamma: R1 penalty weight gamma, the penalty is gamma/2 * E||grad D(x)||^2 (Mescheder et al.
             2018); 0 disables it.
+        r1_every: lazy regularization (StyleGAN2, Karras et al. 2020, https://arxiv.org/abs/1912.04958): R1 on
+            every ``r1_every``-th discriminator step only, weighted by ``r1_every`` (StyleGAN2: 16).
+        pl_weight: weight of the path length regularizer of a style generator (StyleGAN2: 2); 0 disables it.
+        pl_every: the regularizer on every ``pl_every``-th generator step, weighted by ``pl_every`` (StyleGAN2: 4),
+            on half the batch.
+        augment: what D sees: an augmentation policy applied to every real and fake image D judges, in both
+            steps (:class:`~genlit.objectives.discriminator_augment.AdaptiveAugment`, ADA, or ``DiffAugment``);
+            None: the images themselves.
         ema_decay: decay of the exponential moving average of G used by ``sample`` and stored in the
             checkpoint, warmed up from the start of training (:meth:`GenerativeFamily.keep_ema`); 0 disables the
             EMA (then ``sample`` uses G itself).
@@ -60,6 +70,8 @@ class GAN(GenerativeFamily):
     metric_panels = {
         "G and D losses": ("g_loss", "d_loss"),
         "D(x) and D(G(z)): D's mean output": ("d_real", "d_fake"),
+        "ADA: augmentation probability p": ("augment_p",),
+        "Regularizers": ("r1_penalty", "gradient_penalty", "path_length_penalty"),
         **SAMPLE_QUALITY_PANELS,
     }
 
@@ -74,6 +86,10 @@ class GAN(GenerativeFamily):
         n_critic: int = 1,
         gp_weight: float = 0.0,
         r1_gamma: float = 0.0,
+        r1_every: int = 1,
+        pl_weight: float = 0.0,
+        pl_every: int = 4,
+        augment: DiscriminatorAugment | None = None,
         ema_decay: float = 0.999,
         g_optimizer: OptimizerCallable = torch.optim.Adam,
         d_optimizer: OptimizerCallable = torch.optim.Adam,
@@ -83,7 +99,7 @@ class GAN(GenerativeFamily):
         on_nonfinite: NonFinitePolicy = "stop",
     ) -> None:
         check_loss_name(loss)
-        _check_options(n_critic, lr_scheduler_interval)
+        _check_options(n_critic, lr_scheduler_interval, r1_every, pl_every)
         super().__init__(num_classes, conditional, on_nonfinite=on_nonfinite)
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -91,10 +107,18 @@ class GAN(GenerativeFamily):
         net_classes = num_classes if conditional else 0
         self.generator = generator(self.data_shape, net_classes)
         self.discriminator = discriminator(self.data_shape, net_classes)
+        if pl_weight > 0 and not isinstance(self.generator, StyleGenerator):
+            raise ValueError(
+                f"pl_weight needs a generator with a mapping network and a synthesis network (StyleGANGenerator); "
+                f"{type(self.generator).__name__} has none: set pl_weight to 0"
+            )
+        self.augment = augment
         self.keep_ema("generator", ema_decay)
         self._optimizer_factories = (d_optimizer, g_optimizer)
         self._scheduler_factories = (d_lr_scheduler, g_lr_scheduler)
         self.register_buffer("_generator_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("_discriminator_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("_pl_mean", torch.zeros(()))  # running mean of the path lengths
         self._scheduler_slots: list = [None, None]  # (D, G) schedulers, set by configure_optimizers
 
     @property
@@ -107,9 +131,27 @@ class GAN(GenerativeFamily):
         """Latent noise z ~ N(0, I) of shape (num, latent_dim) on the module's device."""
         return torch.randn(num, self.generator.latent_dim, generator=generator, device=self.device)
 
-    def draw(self, num: int, labels: Tensor | None, rng: SampleRNG) -> Tensor:
-        """``num`` samples G(z, labels) (num, *data_shape), z ~ N(0, I) per sample from ``rng``."""
-        return self.generator(rng.randn(self.generator.latent_dim), labels)  # (num, *data_shape)
+    def draw(self, num: int, labels: Tensor | None, rng: SampleRNG, *, truncation: float = 1.0) -> Tensor:
+        """``num`` samples G(z, labels) (num, *data_shape), z ~ N(0, I) per sample from ``rng``.
+
+        ``truncation``: the truncation trick of a style generator (Karras et al. 2019, sec. 4): each sample's
+        w moves towards the average w by this factor, 1 keeps it, 0 gives the average image; lower values
+        trade variety for typicality (``genlit sample --truncation 0.7``).
+        """
+        z = rng.randn(self.generator.latent_dim)  # (num, latent_dim)
+        if truncation == 1.0:
+            return self.generator(z, labels)  # (num, *data_shape)
+        return self.generator(z, labels, truncation_psi=truncation)  # (num, *data_shape)
+
+    def validate_sample_options(self, truncation: float = 1.0, **options) -> None:
+        """``truncation`` needs a style generator and is >= 0 (above 1 exaggerates the styles)."""
+        if truncation != 1.0 and not isinstance(self.generator, StyleGenerator):
+            raise ValueError(
+                f"truncation needs a generator with a mapping network (StyleGANGenerator); "
+                f"{type(self.generator).__name__} has none: leave truncation at 1"
+            )
+        if truncation < 0:
+            raise ValueError(f"truncation must be >= 0 (1: none, 0: the average image), got {truncation}")
 
     # ----------------------------------------------------------------------------------------- training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -125,38 +167,66 @@ class GAN(GenerativeFamily):
         hp = self.hparams
         with self._grad_for(self.generator):
             fake = self.generator(self.noise(real.shape[0]), labels)  # (B, *data_shape)
-        if hp.r1_gamma > 0:
+        r1_now = hp.r1_gamma > 0 and int(self._discriminator_steps) % hp.r1_every == 0
+        if r1_now:
             real = real.detach().requires_grad_(True)
-        real_out = self.discriminator(real, labels)  # (B,)
-        fake_out = self.discriminator(fake, labels)  # (B,)
+        real_out = self._judge(real, labels)  # (B,)
+        fake_out = self._judge(fake, labels)  # (B,)
         loss = discriminator_loss(hp.loss, real_out, fake_out)
         stats = {"d_real": real_out.mean(), "d_fake": fake_out.mean()}
         if hp.gp_weight > 0:
             stats["gradient_penalty"] = gradient_penalty(lambda v: self.discriminator(v, labels), real.detach(), fake)
             loss = loss + hp.gp_weight * stats["gradient_penalty"]
-        if hp.r1_gamma > 0:
+        if r1_now:
             stats["r1_penalty"] = r1_penalty(real_out, real)
-            loss = loss + hp.r1_gamma / 2 * stats["r1_penalty"]
+            loss = loss + hp.r1_gamma / 2 * hp.r1_every * stats["r1_penalty"]
         opt.zero_grad(set_to_none=True)
         if not self.loss_is_finite(loss, everywhere=self._backward(loss, self.discriminator), **stats):
             return
         opt.step()
         self._step_scheduler(0)
+        self._discriminator_steps += 1
+        if self.augment is not None:
+            self.augment.observe(real_out, self._sum_over_ranks)
+            if self.augment.probability is not None:
+                stats["augment_p"] = torch.tensor(self.augment.probability)
         self.log_train_step(d_loss=loss, **stats)
 
+    def _judge(self, images: Tensor, labels: Tensor | None) -> Tensor:
+        """D's raw outputs (B,) on ``images`` as D sees them (through the augmentation policy, if any)."""
+        return self.discriminator(images if self.augment is None else self.augment(images), labels)
+
+    def _sum_over_ranks(self, tensor: Tensor) -> Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
+
     def _generator_step(self, batch_size: int, labels: Tensor | None, opt) -> None:
+        hp, stats = self.hparams, {}
         with self._grad_for(self.discriminator):
             fake = self.generator(self.noise(batch_size), labels)  # (B, *data_shape)
-            loss = generator_loss(self.hparams.loss, self.discriminator(fake, labels))
+            loss = generator_loss(hp.loss, self._judge(fake, labels))
+            stats["g_loss"] = loss
+            if hp.pl_weight > 0 and int(self._generator_steps) % hp.pl_every == 0:
+                stats["path_length_penalty"] = self._path_length_penalty(batch_size, labels)
+                loss = loss + hp.pl_weight * hp.pl_every * stats["path_length_penalty"]
             opt.zero_grad(set_to_none=True)
             finite = self._backward(loss, self.generator)
-        if not self.loss_is_finite(loss, everywhere=finite):
+        if not self.loss_is_finite(loss, everywhere=finite, **stats):
             return
         opt.step()
         self._step_scheduler(1)
         self._generator_steps += 1
         self.update_ema()
-        self.log_train_step(g_loss=loss)
+        self.log_train_step(**stats)
+
+    def _path_length_penalty(self, batch_size: int, labels: Tensor | None) -> Tensor:
+        """StyleGAN2's path length penalty on half the batch; moves the running mean length (decay 0.01)."""
+        half = max(batch_size // 2, 1)
+        ws = self.generator.mapping(self.noise(half), None if labels is None else labels[:half])  # (b, w_dim)
+        ws = ws[:, None, :].expand(-1, self.generator.num_ws, -1)  # (b, num_ws, w_dim)
+        penalty, lengths = path_length_penalty(self.generator.synthesis, ws, self._pl_mean)
+        mean = lengths.detach().mean()
+        self._pl_mean.lerp_(self._sum_over_ranks(mean) / self.trainer.world_size, 0.01)
+        return penalty
 
     @contextmanager
     def _grad_for(self, net: nn.Module) -> Iterator[None]:
@@ -184,6 +254,18 @@ class GAN(GenerativeFamily):
         with model.no_sync() if isinstance(model, DistributedDataParallel) else nullcontext():
             self.manual_backward(loss)
         return synchronize_step(net, bool(torch.isfinite(loss.detach())))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Also store the augmentation policy's state (ADA's ``p``), so a resumed run continues with it."""
+        super().on_save_checkpoint(checkpoint)
+        if self.augment is not None:
+            checkpoint["discriminator_augment"] = self.augment.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Take back the augmentation policy's state."""
+        super().on_load_checkpoint(checkpoint)
+        if self.augment is not None and "discriminator_augment" in checkpoint:
+            self.augment.load_state_dict(checkpoint["discriminator_augment"])
 
     def _step_scheduler(self, index: int) -> None:
         if self.hparams.lr_scheduler_interval != "step":
@@ -237,8 +319,22 @@ class GAN(GenerativeFamily):
         return configs
 
 
-def _check_options(n_critic: int, interval: str):
+@runtime_checkable
+class StyleGenerator(Protocol):
+    """A generator with a mapping network z -> w and a synthesis network of ``num_ws`` styles
+    (:class:`~genlit.nets.stylegan.StyleGANGenerator`): truncation and path length regularization need it."""
+
+    num_ws: int
+
+    def mapping(self, z: Tensor, y: Tensor | None = None) -> Tensor: ...
+
+    def synthesis(self, ws: Tensor) -> Tensor: ...
+
+
+def _check_options(n_critic: int, interval: str, r1_every: int = 1, pl_every: int = 1):
     if n_critic < 1:
         raise ValueError(f"n_critic must be >= 1, got {n_critic}")
+    if r1_every < 1 or pl_every < 1:
+        raise ValueError(f"r1_every and pl_every must be >= 1 (1: every step), got {r1_every} and {pl_every}")
     if interval not in ("step", "epoch"):
         raise ValueError(f"lr_scheduler_interval must be 'step' or 'epoch', got {interval!r}")

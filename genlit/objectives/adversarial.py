@@ -18,6 +18,7 @@ Adding a loss is one entry in ``_LOSSES``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -131,3 +132,21 @@ def r1_penalty(critic_or_real_logits: Callable[[Tensor], Tensor] | Tensor, real:
         return _grad_norm_sq(critic_or_real_logits, real).mean()
     real = real.detach().requires_grad_(True)  # (B, ...)
     return _grad_norm_sq(critic_or_real_logits(real), real).mean()
+
+
+def path_length_penalty(
+    synthesis: Callable[[Tensor], Tensor], ws: Tensor, mean_length: Tensor
+) -> tuple[Tensor, Tensor]:
+    """StyleGAN2's path length regularizer (Karras et al. 2020, https://arxiv.org/abs/1912.04958, sec. 3.2).
+
+    For images ``synthesis(ws)`` (B, C, H, W) and ``y ~ N(0, I) / sqrt(H W)``, the per-sample length
+    ``a_b = sqrt(mean_i ||d (g(ws) . y) / d ws_i||^2)`` over the (B, num_ws, w_dim) styles should stay near
+    its running mean: returns ``(mean_b (a_b - mean_length)^2, a (B,))``, float32. The caller multiplies by
+    the weight (2 in the paper, times the lazy interval) and moves ``mean_length`` towards ``a.mean()``
+    (decay 0.01). ``ws`` must be part of the graph (not detached) for the penalty to train the mapping too.
+    """
+    images = synthesis(ws)  # (B, C, H, W)
+    noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])  # (B, C, H, W)
+    (grad,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)  # (B, num_ws, w_dim)
+    lengths = grad.float().square().sum(dim=2).mean(dim=1).sqrt()  # (B,)
+    return (lengths - mean_length).square().mean(), lengths

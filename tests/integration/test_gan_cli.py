@@ -101,3 +101,23 @@ def test_bf16_mixed_on_cpu(tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 10
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_stylegan_ada_fits_resumes_with_its_p_and_samples_truncated(tmp_path, mnist_dir):
+    """A StyleGAN-style run with ADA through the CLI: the checkpoint holds p, a resume continues from it, and
+    ``genlit sample --truncation`` draws from the checkpoint (weights_only loading, with the policy object)."""
+    overrides = ["--trainer.max_steps", "8", "--trainer.limit_val_batches", "1", "--data.init_args.batch_size", "8",
+                 "--trainer.logger", "false", "--model.init_args.augment.init_args.speed_images", "16",
+                 "--model.init_args.augment.init_args.interval", "1",
+                 "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
+                 "init_args: {save_last: true}}]"]  # fmt: skip
+    run = fit("gan/stylegan_ada_mnist1k.yaml", tmp_path, *mnist_args(mnist_dir), *overrides)
+    last = run / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=False)["discriminator_augment"]
+    assert saved["calls"] == 0 and saved["r_t"] is not None  # adjusted at every one of the 4 D steps
+    main(["fit", "--config", str(run / "config.yaml"), "--trainer.max_steps", "12", "--ckpt_path", str(last), *FAST])
+    resumed = torch.load(last, weights_only=False)
+    assert resumed["global_step"] == 12 and int(resumed["state_dict"]["_discriminator_steps"]) == 6
+    out = tmp_path / "truncated.npz"
+    main(["sample", "--ckpt", str(last), "--num", "4", "--truncation", "0.5", "--out", str(out)])
+    assert np.load(out)["arr_0"].shape == (4, 28, 28, 1)
