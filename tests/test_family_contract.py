@@ -136,7 +136,7 @@ def test_labels_are_balanced_by_index_and_checked():
 
 
 def test_unknown_or_bad_options_name_the_allowed_ones():
-    with pytest.raises(ValueError, match="GAN has no sampling option sampler; its options: none"):
+    with pytest.raises(ValueError, match="GAN has no sampling option sampler; its options: truncation"):
         toy_gan().sample(2, sampler=DDPMSampler(3))
     with pytest.raises(ValueError, match="its options: prompt, max_new_tokens, temperature, top_k, top_p"):
         toy_lm().sample(1, steps=3)
