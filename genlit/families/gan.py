@@ -189,7 +189,7 @@ class GAN(GenerativeFamily):
         if self.augment is not None:
             self.augment.observe(real_out, self._sum_over_ranks)
             if self.augment.probability is not None:
-                stats["augment_p"] = torch.tensor(self.augment.probability)
+                stats["augment_p"] = torch.tensor(self.augment.probability, device=self.device)
         self.log_train_step(d_loss=loss, **stats)
 
     def _judge(self, images: Tensor, labels: Tensor | None) -> Tensor:
