@@ -116,9 +116,9 @@ def synchronize_step(module: nn.Module, finite: bool = True) -> bool:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     parts = [p.grad.reshape(-1).float() / world for p in params]  # summed over ranks: the mean
-    parts += [b.reshape(-1).float() if rank == 0 else torch.zeros(b.numel()) for b in buffers]  # rank 0's
+    parts += [(b if rank == 0 else torch.zeros_like(b)).reshape(-1).float() for b in buffers]  # rank 0's
     flag = torch.tensor([0.0 if finite else 1.0], device=parts[0].device if parts else None)
-    flat = torch.cat([part.to(flag.device) for part in parts] + [flag])  # (total + 1,)
+    flat = torch.cat([*parts, flag])  # (total + 1,)
     dist.all_reduce(flat)
     tensors = [p.grad for p in params] + buffers
     for tensor, value in zip(tensors, flat[:-1].split([t.numel() for t in tensors]), strict=True):

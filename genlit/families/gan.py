@@ -225,7 +225,7 @@ class GAN(GenerativeFamily):
         ws = ws[:, None, :].expand(-1, self.generator.num_ws, -1)  # (b, num_ws, w_dim)
         penalty, lengths = path_length_penalty(self.generator.synthesis, ws, self._pl_mean)
         mean = lengths.detach().mean()
-        self._pl_mean.lerp_(self._sum_over_ranks(mean) / self.trainer.world_size, 0.01)
+        self._pl_mean.lerp_(self.trainer.strategy.reduce(mean, reduce_op="mean"), 0.01)
         return penalty
 
     @contextmanager
