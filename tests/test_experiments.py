@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 
 from genlit.cli import GenlitCLI
 from tests.conftest import EXPERIMENTS
@@ -21,11 +21,20 @@ def test_config_instantiates(config, mnist_dir, tmp_path, monkeypatch):  # text 
     if hasattr(cli.datamodule, "vocab_size"):  # text: vocabulary and context come from the DataModule
         assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size
         assert cli.model.hparams.block_size == cli.datamodule.block_size
+    elif hasattr(cli.datamodule, "shape_a"):  # unpaired translation: each domain's shape
+        assert tuple(cli.model.hparams.shape_a) == cli.datamodule.shape_a
+        assert tuple(cli.model.hparams.shape_b) == cli.datamodule.shape_b
     else:
         assert tuple(cli.model.hparams.data_shape) == tuple(cli.datamodule.data_shape)
         assert cli.model.hparams.num_classes == cli.datamodule.num_classes
     timed = any(isinstance(c, Timer) for c in cli.trainer.callbacks)  # max_time
     assert cli.trainer.max_steps > 0 or cli.trainer.max_epochs or timed
+    for checkpoint in cli.trainer.callbacks:
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint._every_n_epochs > 1 and checkpoint.monitor:
+            # A validation metric logged every n epochs is judged after validation: judged at the end of a
+            # training epoch that max_steps or max_time cut short (no validation ran), the key is missing, and
+            # Lightning stops the run with an error.
+            assert checkpoint._save_on_train_epoch_end is False, f"{checkpoint.monitor}: save_on_train_epoch_end"
 
 
 def test_experiment_set_is_complete():
