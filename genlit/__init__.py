@@ -14,14 +14,18 @@ _EXPORTS = {
     "SampleRNG": "genlit.seeding",
     # the families (and genlit's evaluation classifier)
     "GAN": "genlit.families.gan",
+    "ACGAN": "genlit.families.acgan",
+    "InfoGAN": "genlit.families.infogan",
     "VAE": "genlit.families.vae",
     "Diffusion": "genlit.families.diffusion",
     "AutoregressiveLM": "genlit.families.autoregressive",
     "Classifier": "genlit.families.classifier",
+    "CycleGAN": "genlit.families.cyclegan",  # translates between two image domains (a Translator, not a sampler)
     # the data modules
     "ImageDataModule": "genlit.data.images",
     "ToyDataModule": "genlit.data.toy",
     "TextDataModule": "genlit.data.text",
+    "UnpairedImageDataModule": "genlit.data.unpaired",
     # loading any of them back from a checkpoint
     "load_family": "genlit.checkpoints",
     # the Python API for notebooks and scripts (genlit.api)

@@ -34,7 +34,7 @@ from genlit.commands.record import MetricsRecord
 from genlit.commands.runs import new_run_dir, resolve_run
 
 EXTRA_COMMANDS = {"sample": "genlit.commands.sample:main", "evaluate": "genlit.commands.evaluate:main",
-                  "plot": "genlit.commands.plot:main"}  # fmt: skip
+                  "plot": "genlit.commands.plot:main", "translate": "genlit.commands.translate:main"}  # fmt: skip
 LOGGERS_WITH_SUBDIRS = ("TensorBoardLogger", "CSVLogger")
 DEBUG_ENV = "GENLIT_DEBUG"
 
@@ -44,8 +44,9 @@ class GenlitCLI(LightningCLI):
 
     Links (applied when the DataModule is instantiated): ``data.data_shape -> model.data_shape``,
     ``data.num_classes -> model.num_classes``, ``data.vocab_size -> model.vocab_size`` and
-    ``data.block_size -> model.block_size``, so image size, channels, classes, vocabulary and context live in
-    one place. A link whose DataModule lacks the attribute is skipped.
+    ``data.block_size -> model.block_size`` (and an unpaired DataModule's ``shape_a``/``shape_b``), so image
+    size, channels, classes, vocabulary and context live in one place. A link whose DataModule lacks the
+    attribute is skipped.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, callbacks: list[L.Callback] = ()) -> None:
@@ -59,7 +60,8 @@ class GenlitCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             parser_kwargs={
                 "epilog": "Extra commands: genlit sample --ckpt PATH --num N --out FILE.npz; genlit evaluate; "
-                "genlit plot RUN_DIR [RUN_DIR ...]",
+                "genlit plot RUN_DIR [RUN_DIR ...]; genlit translate --ckpt PATH --input X.npz --direction AB "
+                "--out Y.npz",
                 "exit_on_error": False,  # parse errors reach main(), which prints them on one line
             },
             auto_configure_optimizers=False,
@@ -73,6 +75,8 @@ class GenlitCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.block_size", "model.init_args.block_size", apply_on="instantiate")
+        parser.link_arguments("data.shape_a", "model.init_args.shape_a", apply_on="instantiate")  # unpaired domains
+        parser.link_arguments("data.shape_b", "model.init_args.shape_b", apply_on="instantiate")
         parser.add_argument("--run_dir", type=str | None, default=None,
                             help="the run folder to create or continue (default: a new one under "
                                  "trainer.default_root_dir, or the one --ckpt_path belongs to)")  # fmt: skip

@@ -10,16 +10,14 @@ batches advance it by 6. ``GAN.generator_steps`` gives the number of generator s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, ShapeNetFactory
+from genlit.families.manual_steps import backward_synced, frozen
 from genlit.objectives.adversarial import (
     LossName,
     check_loss_name,
@@ -30,7 +28,7 @@ from genlit.objectives.adversarial import (
     r1_penalty,
 )
 from genlit.objectives.discriminator_augment import DiscriminatorAugment
-from genlit.optim import optimizer_config, synchronize_step
+from genlit.optim import optimizer_config
 from genlit.seeding import SampleRNG
 
 
@@ -71,6 +69,7 @@ class GAN(GenerativeFamily):
         "G and D losses": ("g_loss", "d_loss"),
         "D(x) and D(G(z)): D's mean output": ("d_real", "d_fake"),
         "ADA: augmentation probability p": ("augment_p",),
+        "Progressive growing: D's resolution and fade-in weight": ("growth_resolution", "growth_alpha"),
         "Regularizers": ("r1_penalty", "gradient_penalty", "path_length_penalty"),
         **SAMPLE_QUALITY_PANELS,
     }
@@ -106,7 +105,7 @@ class GAN(GenerativeFamily):
         self.data_shape = tuple(data_shape)
         net_classes = num_classes if conditional else 0
         self.generator = generator(self.data_shape, net_classes)
-        self.discriminator = discriminator(self.data_shape, net_classes)
+        self.discriminator = self._build_discriminator(discriminator, net_classes)
         if pl_weight > 0 and not isinstance(self.generator, StyleGenerator):
             raise ValueError(
                 f"pl_weight needs a generator with a mapping network and a synthesis network (StyleGANGenerator); "
@@ -159,21 +158,26 @@ class GAN(GenerativeFamily):
         real, y = batch  # (B, *data_shape), (B,)
         labels = y if self.conditional else None
         d_opt, g_opt = self.optimizers()
+        self._advance_growth(real.shape[0] * self.trainer.world_size)
         self._discriminator_step(real, labels, d_opt)
         if (batch_idx + 1) % self.hparams.n_critic == 0:
             self._generator_step(real.shape[0], labels, g_opt)
 
+    def _advance_growth(self, images: int) -> None:
+        """Tell growing nets (progressive growing) that D is about to see ``images`` more real images. (G's EMA
+        copies the count with the other integer buffers at each update.)"""
+        for net in (self.generator, self.discriminator):
+            if isinstance(net, GrowingNet):
+                net.advance_growth(images)
+
     def _discriminator_step(self, real: Tensor, labels: Tensor | None, opt) -> None:
         hp = self.hparams
-        with self._grad_for(self.generator):
-            fake = self.generator(self.noise(real.shape[0]), labels)  # (B, *data_shape)
+        with frozen(self.generator):
+            fake, codes = self._fake(real.shape[0], labels)  # (B, *data_shape)
         r1_now = hp.r1_gamma > 0 and int(self._discriminator_steps) % hp.r1_every == 0
         if r1_now:
             real = real.detach().requires_grad_(True)
-        real_out = self._judge(real, labels)  # (B,)
-        fake_out = self._judge(fake, labels)  # (B,)
-        loss = discriminator_loss(hp.loss, real_out, fake_out)
-        stats = {"d_real": real_out.mean(), "d_fake": fake_out.mean()}
+        loss, real_out, stats = self._discriminator_loss(real, fake, labels, codes)  # real_out: (B,)
         if hp.gp_weight > 0:
             stats["gradient_penalty"] = gradient_penalty(lambda v: self.discriminator(v, labels), real.detach(), fake)
             loss = loss + hp.gp_weight * stats["gradient_penalty"]
@@ -181,7 +185,7 @@ class GAN(GenerativeFamily):
             stats["r1_penalty"] = r1_penalty(real_out, real)
             loss = loss + hp.r1_gamma / 2 * hp.r1_every * stats["r1_penalty"]
         opt.zero_grad(set_to_none=True)
-        if not self.loss_is_finite(loss, everywhere=self._backward(loss, self.discriminator), **stats):
+        if not self.loss_is_finite(loss, everywhere=backward_synced(self, loss, self.discriminator), **stats):
             return
         opt.step()
         self._step_scheduler(0)
@@ -190,7 +194,32 @@ class GAN(GenerativeFamily):
             self.augment.observe(real_out, self._sum_over_ranks)
             if self.augment.probability is not None:
                 stats["augment_p"] = torch.tensor(self.augment.probability, device=self.device)
+        if isinstance(self.discriminator, GrowingNet) and self.discriminator.growth is not None:
+            resolution, alpha = self.discriminator.growth_state()
+            stats["growth_resolution"] = torch.tensor(float(resolution), device=self.device)
+            stats["growth_alpha"] = torch.tensor(alpha, device=self.device)
         self.log_train_step(d_loss=loss, **stats)
+
+    def _build_discriminator(self, factory: ShapeNetFactory, num_classes: int) -> nn.Module:
+        """D from its factory (families whose D has auxiliary heads ask for them here)."""
+        return factory(self.data_shape, num_classes)
+
+    def _fake(self, num: int, labels: Tensor | None) -> tuple[Tensor, Any]:
+        """A training batch G(z, labels) (num, *data_shape) and the codes it was drawn with beside the noise, for
+        families whose G takes more than noise (InfoGAN); None here."""
+        return self.generator(self.noise(num), labels), None
+
+    def _discriminator_loss(self, real: Tensor, fake: Tensor, labels: Tensor | None, codes: Any):
+        """(D's loss before penalties, D's outputs on ``real`` (B,), the stats to log); families with auxiliary
+        heads add their terms (``codes``: those of :meth:`_fake`)."""
+        real_out, fake_out = self._judge(real, labels), self._judge(fake, labels)  # (B,) each
+        loss = discriminator_loss(self.hparams.loss, real_out, fake_out)
+        return loss, real_out, {"d_real": real_out.mean(), "d_fake": fake_out.mean()}
+
+    def _generator_loss(self, fake: Tensor, labels: Tensor | None, codes: Any) -> tuple[Tensor, dict]:
+        """(G's loss before regularizers, the stats to log: ``g_loss`` is that loss) on its batch ``fake``."""
+        loss = generator_loss(self.hparams.loss, self._judge(fake, labels))
+        return loss, {"g_loss": loss}
 
     def _judge(self, images: Tensor, labels: Tensor | None) -> Tensor:
         """D's raw outputs (B,) on ``images`` as D sees them (through the augmentation policy, if any)."""
@@ -200,16 +229,15 @@ class GAN(GenerativeFamily):
         return self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
     def _generator_step(self, batch_size: int, labels: Tensor | None, opt) -> None:
-        hp, stats = self.hparams, {}
-        with self._grad_for(self.discriminator):
-            fake = self.generator(self.noise(batch_size), labels)  # (B, *data_shape)
-            loss = generator_loss(hp.loss, self._judge(fake, labels))
-            stats["g_loss"] = loss
+        hp = self.hparams
+        with frozen(self.discriminator):
+            fake, codes = self._fake(batch_size, labels)  # (B, *data_shape)
+            loss, stats = self._generator_loss(fake, labels, codes)
             if hp.pl_weight > 0 and int(self._generator_steps) % hp.pl_every == 0:
                 stats["path_length_penalty"] = self._path_length_penalty(batch_size, labels)
                 loss = loss + hp.pl_weight * hp.pl_every * stats["path_length_penalty"]
             opt.zero_grad(set_to_none=True)
-            finite = self._backward(loss, self.generator)
+            finite = backward_synced(self, loss, self.generator)
         if not self.loss_is_finite(loss, everywhere=finite, **stats):
             return
         opt.step()
@@ -227,33 +255,6 @@ class GAN(GenerativeFamily):
         mean = lengths.detach().mean()
         self._pl_mean.lerp_(self.trainer.strategy.reduce(mean, reduce_op="mean"), 0.01)
         return penalty
-
-    @contextmanager
-    def _grad_for(self, net: nn.Module) -> Iterator[None]:
-        """Freeze ``net``'s weights while the other net trains: no gradients computed for them, none synced."""
-        flags = [p.requires_grad for p in net.parameters()]
-        net.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p, flag in zip(net.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
-
-    def _backward(self, loss: Tensor, net: nn.Module) -> bool:
-        """``manual_backward(loss)`` and one all-reduce that syncs ``net`` alone; whether ``loss`` was finite on
-        every rank (a non-finite loss leaves gradients that the caller does not apply).
-
-        Lightning wraps the whole module (G and D) in one DDP, whose reducer would all-reduce every parameter
-        on every backward and insist that each backward reach them all. Each step here trains one net, so the
-        backward runs under ``no_sync`` with the other net frozen (:meth:`_grad_for`), and
-        :func:`~genlit.optim.synchronize_step` averages the gradients of the net about to step, copies rank
-        0's BatchNorm statistics (as DDP's forward would) and combines the ranks' finiteness checks: one
-        collective per step instead of three.
-        """
-        model = self.trainer.model
-        with model.no_sync() if isinstance(model, DistributedDataParallel) else nullcontext():
-            self.manual_backward(loss)
-        return synchronize_step(net, bool(torch.isfinite(loss.detach())))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Also store the augmentation policy's state (ADA's ``p``), so a resumed run continues with it."""
@@ -329,6 +330,19 @@ class StyleGenerator(Protocol):
     def mapping(self, z: Tensor, y: Tensor | None = None) -> Tensor: ...
 
     def synthesis(self, ws: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class GrowingNet(Protocol):
+    """A net that grows while it trains (progressive growing, Karras et al. 2018): it keeps its own count of the
+    real images D has seen (a buffer, so checkpoints and resumes carry it) and derives its resolution and
+    fade-in weight from that count. ``growth``: its schedule, None when it does not grow."""
+
+    growth: object | None
+
+    def advance_growth(self, images: int) -> None: ...
+
+    def growth_state(self) -> tuple[int, float]: ...
 
 
 def _check_options(n_critic: int, interval: str, r1_every: int = 1, pl_every: int = 1):

@@ -82,3 +82,14 @@ class Adversarial(Protocol):
 
     generator: nn.Module
     discriminator: nn.Module
+
+
+@runtime_checkable
+class Translator(Protocol):
+    """Translates images between two domains A and B (unpaired image-to-image translation: CycleGAN). Images are
+    tensors (N, *shape_a) or (N, *shape_b) in [-1, 1]; ``direction`` is ``"AB"`` (A to B) or ``"BA"``."""
+
+    shape_a: tuple[int, ...]
+    shape_b: tuple[int, ...]
+
+    def translate(self, x: Tensor, direction: str) -> Tensor: ...

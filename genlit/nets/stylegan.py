@@ -9,6 +9,9 @@ Both nets take ``data_shape = (C, H, W)``, ``C`` in {1, 3}, square images of sid
 Class conditioning (``num_classes > 0``): a normalised class embedding joins ``z`` in the mapping network
 (StyleGAN2-ADA, https://arxiv.org/abs/2006.06676); the discriminator ends in the projection head of
 :mod:`genlit.nets.dcgan` (Miyato & Koyama 2018). Unconditional nets accept and ignore ``y``.
+Progressive growing (``growth``, Karras et al. 2018, https://arxiv.org/abs/1710.10196): see
+:mod:`genlit.nets.progressive`; both nets then keep the count of real images D has seen, and G and D need the
+same schedule.
 """
 
 from __future__ import annotations
@@ -16,9 +19,18 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlit.nets.dcgan import ProjectionHead, check_labels
+from genlit.nets.progressive import (
+    ProgressiveGrowth,
+    fade_in,
+    growth_clock,
+    growth_state,
+    to_full_resolution,
+    to_resolution,
+)
 from genlit.nets.style_layers import (
     NOISE_MODES,
     DiscriminatorBlock,
@@ -80,6 +92,13 @@ class StyleGANGenerator(nn.Module):
     (StyleGAN, sec. B). ``mixing_prob`` (style mixing regularisation, StyleGAN sec. 3.1) replaces, per
     sample with that probability, the ws after a random crossover by those of a second ``z`` ~ N(0, I);
     its default (forward's ``None``) is the constructor's ``mixing_prob`` in training and 0 in eval mode.
+
+    Progressive growing (``growth``, :class:`~genlit.nets.progressive.ProgressiveGrowth`): the synthesis
+    stops at the current resolution (the layers above it are not run, their ws are ignored) and the image is
+    upsampled (nearest) to the full resolution. While resolution ``r`` fades in with weight ``alpha``, the
+    image is ``alpha * image_r + (1 - alpha) * nearest_upsample(image_{r/2})`` (ProGAN, fig. 2), so at
+    ``alpha = 0`` G's output is exactly the previous resolution's and at ``alpha = 1`` that of the skip
+    architecture (whose own skip connections upsample bilinearly). None: no growing, the net of StyleGAN2.
     """
 
     def __init__(
@@ -93,6 +112,7 @@ class StyleGANGenerator(nn.Module):
         max_channels: int = 128,
         mixing_prob: float = 0.0,
         w_avg_beta: float = 0.995,
+        growth: ProgressiveGrowth | None = None,
     ):
         super().__init__()
         image_channels, size, base = check_stylegan_shape(data_shape, "StyleGANGenerator")
@@ -112,19 +132,32 @@ class StyleGANGenerator(nn.Module):
             self.to_rgbs.append(_to_rgb(c_out, image_channels, w_dim))
         self.num_ws = len(self.layers) + 1
         self.register_buffer("w_avg", torch.zeros(w_dim))
+        self.growth = growth
+        self.growth_clock = growth_clock(growth, [r for r, _ in widths], "StyleGANGenerator")
+
+    def advance_growth(self, images: int) -> None:
+        """Count ``images`` more real images seen by D (progressive growing; nothing without ``growth``)."""
+        if self.growth_clock is not None:
+            self.growth_clock.advance(images)
+
+    def growth_state(self) -> tuple[int, float]:
+        """``(resolution, alpha)`` the generator renders at now (without ``growth``: full size, 1.0)."""
+        return growth_state(self.growth_clock, self.data_shape[-1])
 
     def synthesis(self, ws: Tensor, noise_mode: NoiseMode | None = None) -> Tensor:
         """Render styles ``ws`` (B, num_ws, w_dim) to images (B, C, H, W)."""
         if ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"synthesis expects ws of shape (B, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         mode = self._noise_mode(noise_mode)
+        level, alpha = (len(self.to_rgbs) - 1, 1.0) if self.growth_clock is None else self.growth_clock.level()
         x = self.layers[0](self.const.expand(ws.shape[0], -1, -1, -1), ws[:, 0], mode)  # (B, ch, base, base)
         img = self.to_rgbs[0](x, ws[:, 1])  # (B, C, base, base)
-        for i, to_rgb in enumerate(self.to_rgbs[1:]):
-            j = 2 * i + 1  # first layer of this resolution; its ToRGB uses ws[:, j + 2]
+        for i in range(1, level + 1):
+            j = 2 * i - 1  # first layer of this resolution; its ToRGB uses ws[:, j + 2]
             x = self.layers[j + 1](self.layers[j](x, ws[:, j], mode), ws[:, j + 1], mode)  # (B, ch, r, r)
-            img = upsample(img) + to_rgb(x, ws[:, j + 2])  # (B, C, r, r)
-        return img
+            new = upsample(img) + self.to_rgbs[i](x, ws[:, j + 2])  # (B, C, r, r)
+            img = new if i < level or alpha == 1.0 else fade_in(new, img, alpha)  # (B, C, r, r)
+        return to_full_resolution(img, self.data_shape[-1])  # (B, C, H, W)
 
     def truncate(self, ws: Tensor, psi: float = 1.0, cutoff: int | None = None) -> Tensor:
         """Truncation trick (StyleGAN, sec. B): ``w_avg + psi * (w - w_avg)`` on the first ``cutoff`` ws
@@ -197,6 +230,13 @@ class StyleGANDiscriminator(nn.Module):
     (4..7), :class:`MinibatchStdDev`, a 3x3 conv, flatten, an EqualizedLinear to the base width, and the
     :class:`~genlit.nets.dcgan.ProjectionHead` of the DCGAN nets (``linear(h) + <embed(y), h>`` with
     ``num_classes > 0``). Channels mirror the generator's ``channels`` / ``max_channels`` rule.
+
+    Progressive growing (``growth``, :class:`~genlit.nets.progressive.ProgressiveGrowth`, the generator's
+    schedule): the input is average-pooled to the current resolution ``r`` and enters through that
+    resolution's own FromRGB, skipping the blocks above ``r`` (one FromRGB per resolution from the start one
+    up, all built at construction). While ``r`` fades in with weight ``alpha``, the features after its block
+    are ``alpha * block_r(fromRGB_r(x_r)) + (1 - alpha) * fromRGB_{r/2}(avg_pool(x_r))`` (ProGAN, fig. 2).
+    None: no growing, the net of StyleGAN2 (one FromRGB at full resolution).
     """
 
     def __init__(
@@ -207,6 +247,7 @@ class StyleGANDiscriminator(nn.Module):
         max_channels: int = 128,
         mbstd_group_size: int = 4,
         mbstd_channels: int = 1,
+        growth: ProgressiveGrowth | None = None,
     ):
         super().__init__()
         image_channels, size, base = check_stylegan_shape(data_shape, "StyleGANDiscriminator")
@@ -220,11 +261,47 @@ class StyleGANDiscriminator(nn.Module):
         self.conv = EqualizedConv2d(widths[-1] + mbstd_channels, widths[-1], 3)
         self.fc = EqualizedLinear(widths[-1] * base**2, widths[-1])
         self.head = ProjectionHead(widths[-1], num_classes)
+        self.growth = growth
+        ladder = [r for r, _ in _widths(size, base, channels, max_channels)]
+        self.growth_clock = growth_clock(growth, ladder, "StyleGANDiscriminator")
+        if self.growth_clock is not None:  # FromRGBs of the resolutions from the start one up to (without) the top
+            below = widths[::-1][self.growth_clock.start : -1]
+            self.lower_from_rgbs = nn.ModuleList(EqualizedConv2d(image_channels, c, 1) for c in below)
+
+    def advance_growth(self, images: int) -> None:
+        """Count ``images`` more real images seen (progressive growing; nothing without ``growth``)."""
+        if self.growth_clock is not None:
+            self.growth_clock.advance(images)
+
+    def growth_state(self) -> tuple[int, float]:
+        """``(resolution, alpha)`` the discriminator judges at now (without ``growth``: full size, 1.0)."""
+        return growth_state(self.growth_clock, self.data_shape[-1])
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Score images ``x`` (B, C, H, W) with labels ``y`` (B,); returns raw logits (B,)."""
         check_labels("StyleGANDiscriminator", self.num_classes, y, x.shape[0])
-        h = self.blocks(lrelu(self.from_rgb(x)))  # (B, ch, base, base)
+        if self.growth_clock is None:
+            h = self.blocks(lrelu(self.from_rgb(x)))  # (B, ch, base, base)
+        else:
+            h = self._grown_features(x)  # (B, ch, base, base)
         h = lrelu(self.conv(self.mbstd(h)))  # (B, ch, base, base)
         h = lrelu(self.fc(h.flatten(1)))  # (B, ch)
         return self.head(h, y)  # (B,)
+
+    def _grown_features(self, x: Tensor) -> Tensor:
+        """Features (B, ch, base, base) of full-resolution ``x`` (B, C, H, W) at the current level of growth."""
+        clock = self.growth_clock
+        level, alpha = clock.level()
+        first = clock.top - level  # index of the block that takes this level's resolution
+        x = to_resolution(x, clock.resolutions[level])  # (B, C, r, r)
+        h = lrelu(self._from_rgb_at(level)(x))  # (B, ch_r, r, r)
+        if alpha < 1.0:  # fade-in: blend with the previous level's path on the pooled image
+            old = lrelu(self._from_rgb_at(level - 1)(F.avg_pool2d(x, 2)))  # (B, ch_r/2, r/2, r/2)
+            h = alpha * self.blocks[first](h) + (1 - alpha) * old  # (B, ch_r/2, r/2, r/2)
+            first += 1
+        return self.blocks[first:](h)  # (B, ch, base, base)
+
+    def _from_rgb_at(self, level: int) -> nn.Module:
+        """The FromRGB of ladder level ``level`` (the top one is ``from_rgb``)."""
+        clock = self.growth_clock
+        return self.from_rgb if level == clock.top else self.lower_from_rgbs[level - clock.start]

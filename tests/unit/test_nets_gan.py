@@ -192,3 +192,20 @@ def test_mlp_defaults_and_errors():
         MLPDiscriminator((1, 28, 28))
     with pytest.raises(ValueError, match="depth 1 is too small"):
         MLPDiscriminator((2,), depth=1)
+
+
+def test_conditional_generator_class_embedding_joins_z():
+    """The label reaches G's first layer through a class embedding as large as z (class_dim 0: BatchNorm alone)."""
+    torch.manual_seed(0)
+    g = DCGANGenerator((1, 28, 28), num_classes=10, latent_dim=8, class_dim=6).eval()
+    assert g.ups[0].in_channels == 8 + 6
+    assert 0.7 < g.class_embed.weight.std().item() < 1.3  # N(0, 1), not DCGAN's N(0, 0.02)
+    z = torch.randn(1, 8).expand(2, -1)
+    first = g.ups[0](torch.cat([z, g.class_embed(torch.tensor([0, 1]))], 1)[:, :, None, None])  # (2, C, 7, 7)
+    assert (first[0] - first[1]).abs().mean() > 0.1 * first.abs().mean()  # different before any BatchNorm
+    plain = DCGANGenerator((1, 28, 28), num_classes=10, latent_dim=8, class_dim=0)
+    assert plain.class_embed is None and plain.ups[0].in_channels == 8
+    unconditional = DCGANGenerator((1, 28, 28), num_classes=0, latent_dim=8)
+    assert unconditional.class_embed is None and unconditional.ups[0].in_channels == 8
+    with pytest.raises(ValueError, match="class_dim must be >= 0"):
+        DCGANGenerator((1, 28, 28), num_classes=10, class_dim=-1)
