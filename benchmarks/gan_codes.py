@@ -1,7 +1,7 @@
 """How well ACGAN's classes and InfoGAN's categorical code come out, judged by genlit's MNIST evaluator.
 
     python -m benchmarks.gan_codes [--experiments gan/infogan_mnist gan/acgan_mnist] [--budget 00:00:18:00]
-                                   [--num 1000] [--out DIR]
+                                   [--num 1000] [--out DIR] [--args "CLI OVERRIDES"]
 
 Each experiment is trained with ``genlit fit`` on the 9,000-image train split of ``$GENLIT_DATA_DIR/mnist`` for
 ``--budget`` of wall time (its YAML otherwise unchanged, as :mod:`benchmarks.quality` does); its last checkpoint (EMA
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--budget", default="00:00:18:00", help="training wall time per experiment (DD:HH:MM:SS)")
     parser.add_argument("--num", type=int, default=1000, help="samples per figure")
     parser.add_argument("--out", default=str(REPO / "runs" / "benchmarks" / "gan_codes"), help="the pictures' folder")
+    parser.add_argument("--args", default="", help='CLI overrides for every experiment (a recipe tried), e.g. '
+                        '"--model.init_args.categorical_weight 2"')  # fmt: skip
     args = parser.parse_args()
     mnist = os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist")
     extractor = make_extractor("evaluator:mnist_classifier", dataset=mnist)
@@ -114,11 +117,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for experiment in args.experiments:
         start = time.perf_counter()
-        ckpt, _ = train(experiment, args.budget, mnist)
+        ckpt, _ = train(experiment, args.budget, mnist, shlex.split(args.args))
         wall = time.perf_counter() - start
         figures = score(ckpt, args.num, extractor, reference, out)
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
-        print(f"{experiment}: training {wall:.0f} s wall on {torch.get_num_threads()} threads; {shown}", flush=True)
+        threads = torch.get_num_threads()
+        print(f"{experiment} {args.args}: training {wall:.0f} s wall on {threads} threads; {shown}", flush=True)
 
 
 if __name__ == "__main__":

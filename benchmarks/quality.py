@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -41,13 +42,14 @@ COLUMNS = ["fid", "kid_mean", "precision", "recall", "class_coverage", "label_ac
 START, END = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
 
 
-def train(experiment: str, budget: str, mnist: str) -> tuple[Path, int]:
-    """Fit ``experiment`` for ``budget``; returns its last checkpoint and the optimizer steps taken."""
+def train(experiment: str, budget: str, mnist: str, extra: Sequence[str] = ()) -> tuple[Path, int]:
+    """Fit ``experiment`` for ``budget`` (with the CLI overrides ``extra``); returns its last checkpoint and the
+    optimizer steps taken."""
     config = str(REPO / "experiments" / f"{experiment}.yaml")
     root = str(REPO / "runs" / "benchmarks" / "quality" / experiment)
     limits = ["--trainer.max_time", budget, "--trainer.max_steps", "-1", "--trainer.max_epochs", "-1"]
     args = ["fit", "--config", config, "--data.dataset", mnist, *QUIET, "--trainer.default_root_dir", root, *limits]
-    fit = GenlitCLI(args)
+    fit = GenlitCLI([*args, *extra])
     wandb.finish()
     return Path(fit.trainer.checkpoint_callback.last_model_path), fit.trainer.global_step
 

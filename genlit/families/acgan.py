@@ -1,9 +1,9 @@
 """ACGAN: a class-conditional GAN whose discriminator also classifies (Odena et al. 2017,
 https://arxiv.org/abs/1610.09585).
 
-G draws an image of a given class (the conditional batch norm of the conditional GAN, see
-:mod:`genlit.nets.dcgan`); D has no projection term but an auxiliary classifier head beside its adversarial
-output, on the same features. With the adversarial loss ``L_S`` and the class log-likelihood
+G draws an image of a given class (the class embedding and conditional batch norm of the conditional DCGAN
+generator, see :mod:`genlit.nets.dcgan`); D has no projection term but an auxiliary classifier head beside its
+adversarial output, on the same features. With the adversarial loss ``L_S`` and the class log-likelihood
 ``L_C = E log P(C = c | X_real) + E log P(C = c | X_fake)`` (eq. 2-3), D maximises ``L_S + L_C`` and G maximises
 ``L_C - L_S``. Here, as cross-entropies (:func:`genlit.objectives.information.class_loss`):
 

@@ -1,9 +1,15 @@
-"""Run ``genlit`` in-process for the integration tests and find what a run wrote."""
+"""Run ``genlit`` in-process (or on two DDP ranks) for the integration tests and find what a run wrote."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import torch
+
 from genlit.cli import main
-from tests.conftest import EXPERIMENTS
+from tests.conftest import EXPERIMENTS, REPO
 
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
@@ -21,3 +27,18 @@ def fit(config: str | Path, root: Path, *overrides: str) -> Path:
 def mnist_args(mnist_dir: Path) -> list[str]:
     """Overrides that read the offline MNIST copy."""
     return ["--data.init_args.dataset", str(mnist_dir)]
+
+
+def fit_on_two_ranks(tmp_path: Path, run_args: list[str], max_steps: int, probe: dict) -> list[dict]:
+    """``genlit fit`` with ``run_args`` on two CPU ranks (DDP, one thread each) for ``max_steps``, with the callback
+    ``probe`` (a class_path/init_args dict) that saves each rank's state to ``tmp_path/rank{r}.pt``; returns both."""
+    command = [sys.executable, "-m", "genlit.cli", "fit", *run_args,
+               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+               "--trainer.max_steps", str(max_steps), "--trainer.limit_val_batches", "0",
+               "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "runs"),
+               f"--trainer.callbacks+={json.dumps(probe)}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("GENLIT_RUN_DIR", None)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]

@@ -1,11 +1,7 @@
 """CycleGAN end to end through the ``genlit`` command on the offline MNIST copy: fit a few steps of the experiment
 (tiny nets), resume, translate a file both ways, DDP on two CPU ranks, and bad input as one clear line."""
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -15,8 +11,8 @@ import torch
 
 from genlit.cli import main
 from genlit.commands.runs import newest_checkpoint
-from tests.conftest import EXPERIMENTS, REPO
-from tests.integration.helpers import FAST, fit, mnist_args
+from tests.conftest import EXPERIMENTS
+from tests.integration.helpers import FAST, fit, fit_on_two_ranks, mnist_args
 
 EXPERIMENT = EXPERIMENTS / "gan" / "cyclegan_mnist_domains.yaml"
 TINY = ["--model.init_args.generator.init_args.width", "4", "--model.init_args.generator.init_args.num_blocks", "1",
@@ -126,16 +122,8 @@ def test_two_cpu_ranks_end_with_identical_nets(tmp_path, mnist_dir):
     """Each step all-reduces the part it trains (both generators, then both discriminators) under DDP."""
     probe = {"class_path": "tests.integration.test_cyclegan_cli.SaveCycleGANWeights",
              "init_args": {"dirpath": str(tmp_path)}}  # fmt: skip
-    command = [sys.executable, "-m", "genlit.cli", "fit", "--config", str(EXPERIMENT), *mnist_args(mnist_dir), *TINY,
-               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-               "--trainer.max_steps", "6", "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
-               "--trainer.callbacks=[]", "--trainer.default_root_dir", str(tmp_path / "runs"),
-               f"--trainer.callbacks+={json.dumps(probe)}"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("GENLIT_RUN_DIR", None)
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    config = ["--config", str(EXPERIMENT), *mnist_args(mnist_dir), *TINY, "--trainer.callbacks=[]"]
+    ranks = fit_on_two_ranks(tmp_path, config, 6, probe)
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     for key, value in ranks[0]["nets"].items():
         torch.testing.assert_close(value, ranks[1]["nets"][key], rtol=0, atol=0, msg=f"{key} differs")

@@ -11,6 +11,7 @@ import torch
 
 from genlit.metrics.evaluators import ARGS_ENV
 from tests.conftest import EXPERIMENTS, REPO
+from tests.integration.helpers import fit_on_two_ranks
 
 DCGAN_TINY = [  # conv nets with BatchNorm in G and D, 8 channels wide, on the offline MNIST copy
     "--config", str(EXPERIMENTS / "gan" / "dcgan_mnist.yaml"),
@@ -37,16 +38,7 @@ def test_two_cpu_ranks_end_with_identical_generators(tmp_path, data_dir, run_arg
     probe = {"class_path": "tests.integration.ddp_probe.SaveGeneratorWeights", "init_args": {"dirpath": str(tmp_path)}}
     if run_args is DCGAN_TINY:
         run_args = [*run_args, "--data.init_args.dataset", str(data_dir / "mnist")]
-    command = [sys.executable, "-m", "genlit.cli", "fit", *run_args,
-               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-               "--trainer.max_steps", "24", "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
-               "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "runs"),
-               f"--trainer.callbacks+={json.dumps(probe)}"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("GENLIT_RUN_DIR", None)
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    ranks = fit_on_two_ranks(tmp_path, [*run_args, "--trainer.logger", "false"], 24, probe)
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     for part in ("generator", "discriminator", "ema"):
         for key, value in ranks[0][part].items():

@@ -1,18 +1,13 @@
 """ACGAN and InfoGAN through the ``genlit`` command: fit a few steps, sample with fixed codes or a label, and the
 one-line errors of bad options."""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 from genlit.cli import main
-from tests.conftest import EXPERIMENTS, REPO
-from tests.integration.helpers import fit, mnist_args
+from tests.conftest import EXPERIMENTS
+from tests.integration.helpers import fit, fit_on_two_ranks, mnist_args
 from tests.integration.test_errors import genlit_error
 
 TINY = [  # 8-channel nets, a few steps of batch 16, only the last checkpoint
@@ -84,16 +79,8 @@ def test_two_cpu_ranks_end_with_identical_nets_and_heads(experiment, tmp_path, m
     the last G step's pass through D moves them with each rank's own labels (the next D step would take rank 0's,
     as DDP's buffer broadcast does before a forward)."""
     probe = {"class_path": "tests.integration.ddp_probe.SaveGeneratorWeights", "init_args": {"dirpath": str(tmp_path)}}
-    command = [sys.executable, "-m", "genlit.cli", "fit", "--config", str(EXPERIMENTS / "gan" / f"{experiment}.yaml"),
-               *mnist_args(mnist_dir), *TINY, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-               "--trainer.strategy", "ddp", "--trainer.max_steps", "8", "--trainer.limit_val_batches", "0",
-               "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "runs"),
-               f"--trainer.callbacks+={json.dumps(probe)}"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("GENLIT_RUN_DIR", None)
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    config = ["--config", str(EXPERIMENTS / "gan" / f"{experiment}.yaml"), *mnist_args(mnist_dir), *TINY]
+    ranks = fit_on_two_ranks(tmp_path, config, 8, probe)
     assert ranks[0]["world_size"] == 2 and any(key.startswith("aux.") for key in ranks[0]["discriminator"])
     for part in ("generator", "discriminator", "ema"):
         for key, value in ranks[0][part].items():
