@@ -24,14 +24,22 @@ from genlit.families.gan import GAN
 from genlit.nets.stylegan import StyleGANDiscriminator, StyleGANGenerator
 
 SHAPE = (1, 28, 28)
-G_ARGS = {"latent_dim": 128, "w_dim": 128, "mapping_layers": 4, "channels": 16, "max_channels": 64, "mixing_prob": 0.9}
+G_ARGS = {
+    "latent_dim": 128,
+    "w_dim": 128,
+    "mapping_layers": 4,
+    "channels": 16,
+    "max_channels": 64,
+    "mixing_prob": 0.9,
+    "tanh_output": True,
+}
 D_ARGS = {"channels": 16, "max_channels": 64}
 R1_GAMMA, R1_EVERY, EMA_DECAY = 0.1, 16, 0.995
 
 
 def adam(params):
     """The optimizer both loops use (stylegan_mnist's)."""
-    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
+    return torch.optim.Adam(params, lr=2.5e-3, betas=(0.0, 0.99))
 
 
 def plain_loop(images: torch.Tensor, steps: int, warmup: int, batch_size: int) -> float:

@@ -49,10 +49,8 @@ def picture(image, title: str, size: float = 6.0) -> None:
 # deviation. `max_steps` counts D and G steps alike: 2,820 optimizer steps are 1,410 batches (10 epochs of the
 # 9,000 training digits). Validation and the FID monitor are switched off here to keep the run short.
 #
-# A warning before you look: at this budget `stylegan_mnist` has not learned MNIST. Its samples collapse to a few
-# glyphs (FID 1,501 at 1,000 generator steps, where `dcgan_mnist` is at 258; docs/families/gan.md has the
-# measurements, and this is an open problem of the experiment). The pictures below still show what style mixing and
-# truncation do to the generator you have.
+# The generator ends in a tanh: MNIST's background is exactly -1, and with StyleGAN2's linear output (plus its
+# per-pixel noise inputs) D tells real from fake by the background alone and G collapses (docs/families/gan.md).
 
 # %%
 STYLE_STEPS = 8 if SMOKE else 2820

@@ -83,8 +83,10 @@ class StyleGANGenerator(nn.Module):
     A learned constant at the base resolution, then per resolution two :class:`SynthesisLayer` (the first
     of each higher resolution upsamples 2x) and a ToRGB (modulated 1x1 conv, no demodulation) whose output
     is added to the upsampled image so far. ``num_ws = 2 * n + 2`` for ``H = base * 2**n``: one w per layer,
-    each ToRGB sharing the next layer's w, as in StyleGAN2. No final tanh (StyleGAN2 has none): a trained
-    generator's images are roughly in [-1, 1] (at init their std is above 1).
+    each ToRGB sharing the next layer's w, as in StyleGAN2. No final tanh by default (StyleGAN2 has none): a
+    trained generator's images are roughly in [-1, 1] (at init their std is above 1). ``tanh_output`` squashes the
+    image with tanh, for data whose pixels sit at the ends of the range (MNIST's background is exactly -1, which a
+    linear output with per-pixel noise inputs never matches, and D tells real from fake by it).
 
     Noise: ``noise_mode=None`` means "random" in training mode and "const" in eval mode, so eval-mode
     sampling is a deterministic function of ``z``. ``w_avg`` is an EMA (beta ``w_avg_beta``) of the
@@ -113,6 +115,7 @@ class StyleGANGenerator(nn.Module):
         mixing_prob: float = 0.0,
         w_avg_beta: float = 0.995,
         growth: ProgressiveGrowth | None = None,
+        tanh_output: bool = False,
     ):
         super().__init__()
         image_channels, size, base = check_stylegan_shape(data_shape, "StyleGANGenerator")
@@ -132,6 +135,7 @@ class StyleGANGenerator(nn.Module):
             self.to_rgbs.append(_to_rgb(c_out, image_channels, w_dim))
         self.num_ws = len(self.layers) + 1
         self.register_buffer("w_avg", torch.zeros(w_dim))
+        self.tanh_output = tanh_output
         self.growth = growth
         self.growth_clock = growth_clock(growth, [r for r, _ in widths], "StyleGANGenerator")
 
@@ -157,6 +161,7 @@ class StyleGANGenerator(nn.Module):
             x = self.layers[j + 1](self.layers[j](x, ws[:, j], mode), ws[:, j + 1], mode)  # (B, ch, r, r)
             new = upsample(img) + self.to_rgbs[i](x, ws[:, j + 2])  # (B, C, r, r)
             img = new if i < level or alpha == 1.0 else fade_in(new, img, alpha)  # (B, C, r, r)
+        img = torch.tanh(img) if self.tanh_output else img  # (B, C, r, r)
         return to_full_resolution(img, self.data_shape[-1])  # (B, C, H, W)
 
     def truncate(self, ws: Tensor, psi: float = 1.0, cutoff: int | None = None) -> Tensor:

@@ -206,3 +206,14 @@ def test_gradients_reach_every_parameter(num_classes):
         for pname, p in net.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}.{pname} got no gradient"
             assert torch.isfinite(p.grad).all(), f"{name}.{pname}"
+
+
+def test_tanh_output_squashes_the_linear_image():
+    torch.manual_seed(0)
+    linear = StyleGANGenerator((1, 28, 28), **TINY).eval()
+    squashed = StyleGANGenerator((1, 28, 28), **TINY, tanh_output=True).eval()
+    squashed.load_state_dict(linear.state_dict())  # no parameter of its own: the same keys
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(squashed(z), torch.tanh(linear(z)))
+    assert linear(z).abs().max() > 1  # at init the linear image leaves [-1, 1]
