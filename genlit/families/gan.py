@@ -112,6 +112,10 @@ class GAN(GenerativeFamily):
                 f"{type(self.generator).__name__} has none: set pl_weight to 0"
             )
         self.augment = augment
+        self._growing = tuple(  # the nets that grow (progressive growing), found once rather than every batch
+            name for name in ("generator", "discriminator")
+            if isinstance(getattr(self, name), GrowingNet) and getattr(self, name).growth is not None
+        )  # fmt: skip
         self.keep_ema("generator", ema_decay)
         self._optimizer_factories = (d_optimizer, g_optimizer)
         self._scheduler_factories = (d_lr_scheduler, g_lr_scheduler)
@@ -166,9 +170,8 @@ class GAN(GenerativeFamily):
     def _advance_growth(self, images: int) -> None:
         """Tell growing nets (progressive growing) that D is about to see ``images`` more real images. (G's EMA
         copies the count with the other integer buffers at each update.)"""
-        for net in (self.generator, self.discriminator):
-            if isinstance(net, GrowingNet):
-                net.advance_growth(images)
+        for name in self._growing:
+            getattr(self, name).advance_growth(images)
 
     def _discriminator_step(self, real: Tensor, labels: Tensor | None, opt) -> None:
         hp = self.hparams
@@ -194,7 +197,7 @@ class GAN(GenerativeFamily):
             self.augment.observe(real_out, self._sum_over_ranks)
             if self.augment.probability is not None:
                 stats["augment_p"] = torch.tensor(self.augment.probability, device=self.device)
-        if isinstance(self.discriminator, GrowingNet) and self.discriminator.growth is not None:
+        if "discriminator" in self._growing:
             resolution, alpha = self.discriminator.growth_state()
             stats["growth_resolution"] = torch.tensor(float(resolution), device=self.device)
             stats["growth_alpha"] = torch.tensor(alpha, device=self.device)
