@@ -49,6 +49,7 @@ from genlit.data.tokenizers import (
     TokenizerName,
     build_tokenizer,
     tokenizer_from_json,
+    with_mask_token,
 )
 from genlit.files import atomic_write, cache_root
 
@@ -79,6 +80,8 @@ class TextDataModule(L.LightningDataModule):
             no validation split (kept in memory as tokens and served as the other storages serve theirs).
         tokenizer_sample_chars: characters at the start of a stream's train split (after ``val_rows``) that
             its BPE is trained on.
+        mask_token: add ``[MASK]`` to the tokenizer as its last id (what a masked language model needs; see
+            :func:`genlit.data.tokenizers.with_mask_token`). The text's tokens are unchanged.
 
     ``tokenizer``, ``vocab_size`` and ``block_size`` are available right after construction (the CLI links
     them into the model): the first access reads the source and builds (or loads) the tokenizer.
@@ -109,6 +112,7 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 0,
         val_rows: int = 1000,
         tokenizer_sample_chars: int = 4_000_000,
+        mask_token: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -305,7 +309,12 @@ class TextDataModule(L.LightningDataModule):
         return self._stream
 
     def _build_tokenizer(self) -> Tokenizer:
-        """A tokenizer built from the training text as ``storage`` reads it (see the module docstring)."""
+        """A tokenizer built from the training text as ``storage`` reads it (see the module docstring), with
+        ``[MASK]`` added when ``mask_token`` asks for it."""
+        tokenizer = self._build_text_tokenizer()
+        return with_mask_token(tokenizer) if self.hparams.mask_token else tokenizer
+
+    def _build_text_tokenizer(self) -> Tokenizer:
         hp = self.hparams
         if hp.storage == "stream":
             return BPETokenizer.train(self._text_stream().sample, hp.bpe_vocab_size)
@@ -333,6 +342,8 @@ class TextDataModule(L.LightningDataModule):
         settings = {"version": _CACHE_VERSION, "tokenizer": hp.tokenizer, "val_fraction": hp.val_fraction}
         if hp.tokenizer == "bpe":
             settings["bpe_vocab_size"] = hp.bpe_vocab_size
+        if hp.mask_token:
+            settings["mask_token"] = True
         if hp.storage == "stream":
             settings.update(storage="stream", val_rows=hp.val_rows, sample_chars=hp.tokenizer_sample_chars)
         elif hp.storage == "disk":

@@ -4,6 +4,10 @@ Every tokenizer says what unit of text its tokens stand for (``unit``: ``char`` 
 units each token id covers (:meth:`Tokenizer.unit_lengths`), so a model can report bits per character or
 per byte exactly, per batch, whatever its tokenizer. Both serialise to JSON carrying a ``kind`` field;
 :func:`tokenizer_from_json` rebuilds either (a checkpoint stores the JSON, so sampling needs no dataset).
+
+Either can carry the ``[MASK]`` token of a masked language model (:func:`with_mask_token`): the last id, written
+``[MASK]`` in text (so a prompt names the positions to fill), standing for no text at all (unit length 0), so
+bits per character or byte of real text stay exact.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ _CHUNK_CHARS = 1 << 20  # encode / train on pieces of about this many characters
 # A line break between two non-space characters: no GPT-2 pre-token crosses it, so cutting there changes nothing
 _SAFE_CUT = re.compile(r"(?<=\S\n)(?=\S)")
 _MAX_NAMED = 10  # unknown characters named in an error
+MASK = "[MASK]"
 
 
 def _id_list(ids: list[int] | Tensor) -> list[int]:
@@ -90,16 +95,22 @@ class Tokenizer(ABC):
     def to_json(self) -> str:
         """A JSON string with a ``kind`` field, read back by :func:`tokenizer_from_json`."""
 
+    @property
+    @abstractmethod
+    def mask_id(self) -> int | None:
+        """The id of ``[MASK]`` (the last id) when the tokenizer has it, else None."""
+
 
 class CharTokenizer(Tokenizer):
-    """One token per character: the vocabulary is a sorted string of distinct characters (id = position)."""
+    """One token per character: the vocabulary is a sorted string of distinct characters (id = position), then
+    ``[MASK]`` when ``mask=True`` (id ``len(chars)``; the text ``[MASK]`` encodes to it)."""
 
     unit: Unit = "char"
 
-    def __init__(self, chars: str) -> None:
+    def __init__(self, chars: str, mask: bool = False) -> None:
         if not chars or len(set(chars)) != len(chars) or list(chars) != sorted(chars):
             raise ValueError("a character vocabulary must be a non-empty string of sorted, distinct characters")
-        self.chars = chars
+        self.chars, self.mask = chars, mask
         self._codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)  # (V,), sorted
 
     @classmethod
@@ -112,11 +123,28 @@ class CharTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        """Number of characters in the vocabulary."""
-        return len(self.chars)
+        """Number of characters in the vocabulary (and the mask)."""
+        return len(self.chars) + self.mask
+
+    @property
+    def mask_id(self) -> int | None:
+        """``len(chars)`` when the tokenizer has ``[MASK]``."""
+        return len(self.chars) if self.mask else None
 
     def encode(self, text: str) -> list[int]:
-        """Ids of the characters of ``text``; characters outside the vocabulary are an error naming them."""
+        """Ids of the characters of ``text`` (``[MASK]`` is the mask's id when the tokenizer has one); characters
+        outside the vocabulary are an error naming them."""
+        if self.mask and MASK in text:
+            pieces = text.split(MASK)
+            ids = self._encode_chars(pieces[0])
+            for piece in pieces[1:]:
+                ids += [self.mask_id, *self._encode_chars(piece)]
+            return ids
+        return self._encode_chars(text)
+
+    def _encode_chars(self, text: str) -> list[int]:
+        if not text:
+            return []
         codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")  # (N,) code points
         ids = np.searchsorted(self._codepoints, codes)  # (N,) position each code point would take
         known = self._codepoints[np.minimum(ids, self.vocab_size - 1)] == codes  # (N,)
@@ -131,18 +159,18 @@ class CharTokenizer(Tokenizer):
         return ids.tolist()
 
     def decode(self, ids: list[int] | Tensor) -> str:
-        """The characters of ``ids`` joined."""
+        """The characters of ``ids`` joined (the mask as ``[MASK]``)."""
         ids = _id_list(ids)
         _check_ids(ids, self.vocab_size)
-        return "".join(self.chars[i] for i in ids)
+        return "".join(self.chars[i] if i < len(self.chars) else MASK for i in ids)
 
     def unit_lengths(self) -> list[int]:
-        """1 for every token: each stands for one character."""
-        return [1] * self.vocab_size
+        """1 for every character: each stands for one character; 0 for the mask, which stands for none."""
+        return [1] * len(self.chars) + [0] * self.mask
 
     def to_json(self) -> str:
-        """``{"kind": "char", "chars": ...}``."""
-        return json.dumps({"kind": "char", "chars": self.chars})
+        """``{"kind": "char", "chars": ..., "mask": ...}``."""
+        return json.dumps({"kind": "char", "chars": self.chars, "mask": self.mask})
 
 
 class BPETokenizer(Tokenizer):
@@ -209,6 +237,20 @@ class BPETokenizer(Tokenizer):
         tokens = [self._tokenizer.id_to_token(i) for i in range(self.vocab_size)]
         return [0 if i in added else len(token) for i, token in enumerate(tokens)]
 
+    @property
+    def mask_id(self) -> int | None:
+        """The id of the added special token ``[MASK]``, if the tokenizer has it."""
+        added = {token.content: i for i, token in self._tokenizer.get_added_tokens_decoder().items()}
+        return added.get(MASK)
+
+    def with_mask(self) -> BPETokenizer:
+        """A copy with ``[MASK]`` added as a special token (the last id); itself if it has one."""
+        if self.mask_id is not None:
+            return self
+        copy = HFTokenizer.from_str(self._tokenizer.to_str())
+        copy.add_special_tokens([MASK])
+        return BPETokenizer(copy)
+
     def to_json(self) -> str:
         """``{"kind": "bpe", "tokenizer": <the Hugging Face tokenizer JSON>}``."""
         return json.dumps({"kind": "bpe", "tokenizer": json.loads(self._tokenizer.to_str())})
@@ -219,12 +261,23 @@ def tokenizer_from_json(s: str) -> Tokenizer:
     data = json.loads(s)
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind == "char":
-        return CharTokenizer(data["chars"])
+        return CharTokenizer(data["chars"], mask=data.get("mask", False))
     if kind == "bpe":
         return BPETokenizer(HFTokenizer.from_str(json.dumps(data["tokenizer"])))
     raise ValueError(
         f"unknown tokenizer kind {kind!r} in the JSON; expected one of {', '.join(get_args(TokenizerName))}"
     )
+
+
+def with_mask_token(tokenizer: Tokenizer) -> Tokenizer:
+    """``tokenizer`` with ``[MASK]`` as its last id (itself if it has one already)."""
+    if tokenizer.mask_id is not None:
+        return tokenizer
+    if isinstance(tokenizer, CharTokenizer):
+        return CharTokenizer(tokenizer.chars, mask=True)
+    if isinstance(tokenizer, BPETokenizer):
+        return tokenizer.with_mask()
+    raise TypeError(f"cannot add a mask token to a {type(tokenizer).__name__}")
 
 
 def build_tokenizer(name: TokenizerName, train_text: str, vocab_size: int, held_out: Iterable[str] = ()) -> Tokenizer:

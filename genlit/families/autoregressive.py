@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from genlit.data.tokenizers import Tokenizer, tokenizer_from_json
+from genlit.data.tokenizers import MASK, Tokenizer, tokenizer_from_json
 from genlit.families.base import GenerativeFamily, NonFinitePolicy
 from genlit.families.token_sampling import check_sampling_options, sample_next
 from genlit.optim import decay_groups
@@ -36,12 +36,19 @@ TOKENIZER_KEY = "genlit_tokenizer"
 class AutoregressiveLM(GenerativeFamily):
     """Next-token language model with the net passed in.
 
+    Without a tokenizer the data are token ids themselves (e.g. a VQ-VAE's codes, from
+    :class:`~genlit.data.token_sequences.TokenSequenceDataModule`), and the model is a prior over them: its last
+    id, ``vocab_size - 1``, is the begin-of-sequence token (:attr:`bos_id`). Every sample starts from it and never
+    emits it, and :meth:`draw` returns the generated ids (num, max_new_tokens). The id follows from ``vocab_size``,
+    so a checkpoint alone samples, as a text model's stored tokenizer lets it.
+
     Args:
         net: factory called as ``net(vocab_size, block_size)``; YAML gives its other init_args.
         vocab_size / block_size: linked from the DataModule by the CLI (tokenizer size, training context).
         weight_decay: decoupled weight decay of weight matrices only; biases, norms and embeddings get none
             (:func:`genlit.optim.decay_groups`). It overrides the optimizer's own ``weight_decay``.
-        optimizer: factory given the two param groups (default AdamW).
+        optimizer: factory given the param groups (default AdamW; ``genlit.optim.MuonAdamW`` for Muon on the
+            hidden matrices).
         lr_scheduler: factory stepped every optimizer step, e.g. ``genlit.optim.WarmupCosineLR`` (warm-up then
             cosine decay to a floor) or ``torch.optim.lr_scheduler.OneCycleLR``.
         compile: run the training and evaluation forward through ``torch.compile`` (weights and checkpoints
@@ -203,6 +210,19 @@ class AutoregressiveLM(GenerativeFamily):
         bits.reset()
 
     # ---------------------------------------------------------------------------------------- generation
+    @property
+    def bos_id(self) -> int | None:
+        """The begin-of-sequence id of a model without a tokenizer: its last id, ``vocab_size - 1``, where
+        :class:`~genlit.data.token_sequences.TokenSequenceDataModule` puts it (after the codes); None for a text
+        model, which continues a prompt instead. It follows from ``vocab_size``, so every checkpoint knows it."""
+        return None if self.tokenizer is not None else self.hparams.vocab_size - 1
+
+    def new_tokens(self, max_new_tokens: int | None = None) -> int:
+        """``max_new_tokens``, or by default 500 for text and ``block_size`` (one training sequence) for token ids."""
+        if max_new_tokens is not None:
+            return max_new_tokens
+        return 500 if self.tokenizer is not None else self.hparams.block_size
+
     @torch.no_grad()
     def generate(
         self,
@@ -221,7 +241,8 @@ class AutoregressiveLM(GenerativeFamily):
         a transformer, the hidden state of an RNN), so each new token costs one position. A transformer
         conditions on at most its last ``context_size`` tokens, as a full recomputation over the cropped
         sequence would: once the context is full, each step re-reads it. ``on_tokens`` is called with each new
-        column of tokens (B,), for streaming. Runs in eval mode.
+        column of tokens (B,), for streaming. A model without a tokenizer never emits its :attr:`bos_id`. Runs
+        in eval mode.
         """
         check_sampling_options(temperature, top_k, top_p)
         rng = SampleRNG.for_call(len(prompt), generator, self.device)
@@ -233,8 +254,11 @@ class AutoregressiveLM(GenerativeFamily):
         seq = prompt if context is None else prompt[:, -context:]  # (B, T0')
         cache = self.net.new_cache(seq.size(0))
         logits = self.net(seq, cache)[:, -1]  # (B, V)
+        banned = self.bos_id  # BOS only starts a sequence: a sample that emitted it would leave the data
         new = []
         for _ in range(max_new_tokens):
+            if banned is not None:
+                logits = logits.index_fill(-1, torch.tensor([banned], device=logits.device), float("-inf"))
             uniform = rng.rand() if temperature > 0 else None  # (B,)
             token = sample_next(logits, temperature, top_k, top_p, uniform=uniform)  # (B,)
             new.append(token)
@@ -248,11 +272,20 @@ class AutoregressiveLM(GenerativeFamily):
                 logits = self.net(token[:, None], cache)[:, -1]  # (B, V)
         return torch.cat([prompt, *[t[:, None] for t in new]], 1)
 
-    def encode_prompt(self, prompt: str) -> Tensor:
-        """Token ids (1, T) of a text prompt (a clear error for text the tokenizer cannot encode)."""
+    def encode_prompt(self, prompt: str | None = None) -> Tensor:
+        """Token ids (1, T) of a text prompt, by default a newline (a clear error for text the tokenizer cannot
+        encode, and for a model without a tokenizer, whose samples start from its BOS token)."""
         if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer; train it with a genlit TextDataModule")
-        ids = self.tokenizer.encode(prompt)
+            raise ValueError(
+                "this model has no tokenizer: it models token ids, and its samples start from its begin-of-sequence "
+                f"token (id {self.bos_id}); drop the prompt, or train a text model with a genlit TextDataModule"
+            )
+        if prompt is not None and MASK in prompt:
+            raise ValueError(
+                f"a GPT continues text and does not fill {MASK} tokens; remove {MASK} from the prompt, or fill it "
+                "with a masked language model (genlit.families.masked_lm.MaskedLM, experiments/masked_lm/)"
+            )
+        ids = self.tokenizer.encode("\n" if prompt is None else prompt)
         if not ids:
             raise ValueError("the prompt is empty; give at least one character (e.g. a newline)")
         return torch.tensor([ids], dtype=torch.long, device=self.device)
@@ -263,36 +296,46 @@ class AutoregressiveLM(GenerativeFamily):
         labels: Tensor | None,
         rng: SampleRNG,
         *,
-        prompt: str = "\n",
-        max_new_tokens: int = 500,
+        prompt: str | None = None,
+        max_new_tokens: int | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
-    ) -> list[str]:
-        """``num`` texts continuing ``prompt`` (the prompt included), each from its own stream of ``rng``.
+    ) -> list[str] | Tensor:
+        """``num`` texts continuing ``prompt`` (the prompt included), each from its own stream of ``rng``; for a
+        model without a tokenizer, ``num`` sequences of token ids, int64 (num, max_new_tokens), generated after
+        its BOS token (BOS itself not included).
 
         Args:
-            prompt: the text continued (it must encode with the model's tokenizer).
-            max_new_tokens: tokens generated per text.
+            prompt: the text continued (it must encode with the model's tokenizer); default a newline. A model
+                without a tokenizer takes none.
+            max_new_tokens: tokens generated per sample; default 500 for text, the training sequence length
+                (``block_size``) for token ids.
             temperature: 0 is greedy.
             top_k: sample among the k most likely tokens.
             top_p: nucleus sampling: among the smallest set of tokens of probability mass p.
         """
+        max_new = self.new_tokens(max_new_tokens)
+        if self.tokenizer is None:
+            bos = torch.full((num, 1), self.bos_id, dtype=torch.long, device=self.device)  # (num, 1)
+            return self._generate(bos, max_new, temperature, top_k, top_p, rng, None)[:, 1:]  # (num, max_new)
         ids = self.encode_prompt(prompt).expand(num, -1)  # (num, T0)
-        out = self._generate(ids, max_new_tokens, temperature, top_k, top_p, rng, None)  # (num, T0 + new)
+        out = self._generate(ids, max_new, temperature, top_k, top_p, rng, None)  # (num, T0 + new)
         return [self.tokenizer.decode(row.tolist()) for row in out]
 
     def validate_sample_options(
-        self, prompt=None, max_new_tokens=1, temperature=1.0, top_k=None, top_p=None, **_
+        self, prompt=None, max_new_tokens=None, temperature=1.0, top_k=None, top_p=None, **_
     ) -> None:
-        """A prompt the tokenizer encodes, a positive token count, and the temperature, top-k and top-p ranges."""
+        """A prompt the tokenizer encodes (none without a tokenizer), a positive token count, and the
+        temperature, top-k and top-p ranges."""
         if prompt is not None:
             self.encode_prompt(prompt)
-        if max_new_tokens < 1:
+        if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         check_sampling_options(temperature, top_k, top_p)
 
     # -------------------------------------------------------------------------------------- optimization
     def optimized_parameters(self) -> list[dict]:
-        """Two param groups: weight matrices with ``weight_decay``, everything else without."""
-        return decay_groups(self.net, self.hparams.weight_decay)
+        """Weight matrices with ``weight_decay``, everything else without; the hidden matrices (those of a
+        transformer's blocks) in a group of their own tagged ``use_muon``, for :class:`genlit.optim.MuonAdamW`."""
+        return decay_groups(self.net, self.hparams.weight_decay, getattr(self.net, "blocks", None))
