@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 
 from genlit.callbacks.loggers import log_texts
 from genlit.callbacks.sample_grid import PeriodicPicture, fixed_noise_samples
-from genlit.families.protocols import Generative, TextModel
+from genlit.families.protocols import Generative, MaskFiller, TextModel
 
 
 class TextSamples(PeriodicPicture):
@@ -24,6 +24,8 @@ class TextSamples(PeriodicPicture):
         num_samples: continuations per step.
         max_new_tokens: tokens generated per continuation.
         temperature / top_k / top_p: sampling options, as for ``genlit sample``.
+        steps: unmasking rounds of a masked language model, which fills the ``[MASK]`` tokens of ``prompt``
+            (``max_new_tokens`` and ``top_p`` are a language model's and not passed to it).
         every_n_steps: period in optimizer steps.
         seed: seed of the draws.
     """
@@ -38,18 +40,25 @@ class TextSamples(PeriodicPicture):
         top_p: float | None = None,
         every_n_steps: int = 500,
         seed: int = 0,
+        steps: int = 8,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1; got {num_samples}")
         super().__init__(every_n_steps)
         self.num_samples, self.seed = num_samples, seed
         self.options = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": temperature,
-                        "top_k": top_k, "top_p": top_p}  # fmt: skip
+                        "top_k": top_k, "top_p": top_p, "steps": steps}  # fmt: skip
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check before fitting that the module is a language model that takes these sampling options."""
-        if stage == "fit" and not (isinstance(pl_module, TextModel) and isinstance(pl_module, Generative)):
-            raise ValueError(f"TextSamples needs a language model (AutoregressiveLM), got {type(pl_module).__name__}")
+        text = isinstance(pl_module, (TextModel, MaskFiller))
+        if stage == "fit" and not (text and isinstance(pl_module, Generative)):
+            raise ValueError(
+                f"TextSamples needs a language model (AutoregressiveLM or MaskedLM), got {type(pl_module).__name__}"
+            )
+        if isinstance(pl_module, Generative):  # the options this family takes
+            taken = pl_module.sample_options()
+            self.options = {name: value for name, value in self.options.items() if name in taken}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Generative) -> None:
         """Fail early on options the model refuses (a prompt its tokenizer cannot encode), then count steps."""

@@ -77,6 +77,21 @@ class TextModel(Protocol):
 
 
 @runtime_checkable
+class MaskFiller(Protocol):
+    """Fills the ``[MASK]`` tokens of a text (a masked language model): prompts with masks, or masks alone."""
+
+    tokenizer: Any
+
+    def encode_prompt(self, prompt: str) -> Tensor: ...
+
+    def free_ids(self, num: int, length: int | None = None) -> Tensor: ...
+
+    def fill(self, ids: Tensor, steps: int = 8, **options: Any) -> Tensor: ...
+
+    def decode(self, ids: Tensor) -> str: ...
+
+
+@runtime_checkable
 class Adversarial(Protocol):
     """A generator and a discriminator trained against each other, each with its own optimizer."""
 
