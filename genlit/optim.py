@@ -151,6 +151,8 @@ class WarmupStableDecayLR(LRScheduler):
         cooldown_start = self.total_steps - self.cooldown_steps
         if step < cooldown_start:
             return 1.0
+        if step >= self.total_steps:  # also without a cool-down (cooldown_steps=0)
+            return self.final_fraction
         progress = min(1.0, (step - cooldown_start) / max(1, self.cooldown_steps))
         return 1.0 - progress * (1.0 - self.final_fraction)
 

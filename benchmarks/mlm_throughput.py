@@ -1,0 +1,96 @@
+"""Training steps/s of genlit's masked language model against a hand-written PyTorch loop doing the same work, in
+one run (the method of ``benchmarks/gpt_throughput.py``: the loops take turns step by step, so a slow phase of the
+machine hits both alike).
+
+Model, batch and optimization of experiments/masked_lm/bert_shakespeare_char.yaml: the CPU GPT's blocks without the
+causal mask (4 layers, 4 heads, 128 wide, context 64), batch 12, AdamW with decay groups, warm-up + cosine, clip
+1.0, on Tiny Shakespeare's characters plus ``[MASK]``. Each step of either loop draws its own 15% of positions per
+block and corrupts them 80/10/10. The plain loop draws random blocks as nanoGPT's ``get_batch`` does and writes the
+corruption inline; genlit's goes through ``TextDataModule(mask_token=True)`` and a Lightning Trainer with genlit's
+progress bar.
+
+    python -m benchmarks.mlm_throughput [--steps 300] [--warmup 30] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import statistics
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.gpt_throughput import PlainStepBetweenBatches, step_rates
+from benchmarks.plain_gpt import BLOCK, CLIP, NET, WEIGHT_DECAY, adamw, random_blocks, schedule, shakespeare_path
+from benchmarks.timing import quiet_trainer, report_ratio, throughput_parser
+from genlit.data.text import TextDataModule
+from genlit.families.masked_lm import MaskedLM
+from genlit.nets.gpt import GPT
+from genlit.optim import decay_groups
+
+RATE = 0.15
+
+
+def plain_mlm_training(corpus: torch.Tensor, vocab_size: int, batch_size: int):
+    """A fresh bidirectional GPT and a function doing one hand-written masked-LM step on it (returns the loss). The
+    mask is the last id, as in genlit's tokenizers."""
+    net = GPT(vocab_size, BLOCK, **NET, causal=False)
+    opt = adamw(decay_groups(net, WEIGHT_DECAY))
+    sched = schedule(opt)
+    mask_id, k = vocab_size - 1, round(RATE * BLOCK)
+
+    def step() -> torch.Tensor:
+        x, _ = random_blocks(corpus, batch_size)  # (B, T)
+        chosen = torch.rand(x.shape).argsort(1).argsort(1) < k  # (B, T): k positions per row
+        u = torch.rand(x.shape)
+        inputs = torch.where(chosen & (u >= 0.8) & (u < 0.9), torch.randint(0, mask_id, x.shape), x)
+        inputs = inputs.masked_fill(chosen & (u < 0.8), mask_id)
+        loss = F.cross_entropy(net(inputs)[chosen], x[chosen])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP)
+        opt.step()
+        sched.step()
+        return loss
+
+    return net, step
+
+
+def interleaved_run(data: TextDataModule, steps: int, warmup: int, progress_bar: bool) -> PlainStepBetweenBatches:
+    """A fresh genlit MaskedLM under a Trainer and a fresh plain loop, stepping in turn; their step times."""
+    corpus, batch_size = data.split_tokens("train"), data.hparams.batch_size
+    _, plain_step = plain_mlm_training(corpus, data.vocab_size, batch_size)
+    turns = PlainStepBetweenBatches(plain_step, warmup)
+    net = partial(GPT, **NET, causal=False)
+    model = MaskedLM(net, data.vocab_size, BLOCK, weight_decay=WEIGHT_DECAY, optimizer=adamw, lr_scheduler=schedule)
+    trainer = quiet_trainer(warmup + steps + 1, turns, progress_bar, gradient_clip_val=CLIP)
+    trainer.fit(model, datamodule=data)
+    return turns
+
+
+def main() -> None:
+    """Run the loops in turn ``--repeats`` times; print steps/s and the ratios."""
+    parser = throughput_parser(__doc__, batch_size=12)
+    args = parser.parse_args()
+    data = TextDataModule(str(shakespeare_path()), tokenizer="char", block_size=BLOCK, batch_size=args.batch_size,
+                          mask_token=True)  # fmt: skip
+    data.prepare_data()
+    data.setup("fit")
+    print(f"batch {args.batch_size} x {BLOCK} tokens, vocabulary {data.vocab_size} (with [MASK]); "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")  # fmt: skip
+    runs: dict[str, list[float]] = {}
+    for r in range(args.repeats):
+        torch.manual_seed(r)
+        turns = interleaved_run(data, args.steps, args.warmup, not args.no_progress_bar)
+        for name, rate in step_rates(turns, "genlit").items():
+            runs.setdefault(name, []).append(rate)
+        extra = statistics.median(g - p for g, p in zip(turns.trained, turns.plain[1:], strict=False))
+        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + " steps/s; genlit's step "
+              f"{1000 * extra:.2f} ms longer than the plain step after it (median)", flush=True)  # fmt: skip
+    print("median steps/s: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in runs.items()))
+    report_ratio(runs, "genlit", "plain", note=" (median steps)")
+    report_ratio(runs, "genlit mean", "plain mean", note=" (mean steps)")
+
+
+if __name__ == "__main__":
+    main()
