@@ -236,21 +236,24 @@ class MaskedLM(GenerativeFamily):
         span = (hp.mean_span, hp.max_span) if hp.span_masking else None
         return mlm_corrupt(tokens, self.mask_id, hp.mask_rate, tuple(hp.mask_split), span, generator)
 
-    def masked_loss(self, tokens: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """``(loss, correct, masked)``: the mean cross-entropy at the chosen positions of corrupted ``tokens``
-        (B, T), and, at the positions replaced by ``[MASK]``, whether the top-1 prediction is right (K,) bool."""
+    def masked_loss(
+        self, tokens: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """``(loss, correct, masked, chosen)``: the mean cross-entropy at the chosen positions of corrupted
+        ``tokens`` (B, T); at the positions replaced by ``[MASK]`` (``masked``, (B, T) bool), whether the top-1
+        prediction is right (K,) bool; and how many positions were chosen (the loss's weight in a mean)."""
         inputs, chosen = self.corrupt(tokens, generator)
         logits = self(inputs)  # (B, T, V)
         loss = F.cross_entropy(logits[chosen].float(), tokens[chosen])
         masked = inputs == self.mask_id  # (B, T)
         correct = logits[masked].argmax(-1) == tokens[masked]  # (K,)
-        return loss, correct, masked
+        return loss, correct, masked, int(chosen.sum())
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         """Masked-token cross-entropy of the blocks ``x`` of a batch ``(x, y)`` (``y``, the next tokens, unused)."""
         tokens = batch[0]
         inputs, chosen = self.corrupt(tokens)
-        loss = F.cross_entropy(self(inputs)[chosen], tokens[chosen])  # no accuracy here: the step stays lean
+        loss = F.cross_entropy(self(inputs)[chosen].float(), tokens[chosen])  # no accuracy: the step stays lean
         if not self.loss_is_finite(loss):
             return None
         self.log_train_step(loss=loss)
@@ -272,8 +275,7 @@ class MaskedLM(GenerativeFamily):
 
     def _masked_metrics(self, x: Tensor, batch_idx: int, loss: MeanMetric, accuracy: MeanMetric) -> None:
         generator = torch.Generator(x.device).manual_seed(_EVAL_SEED + batch_idx)
-        value, correct, masked = self.masked_loss(x, generator)
-        chosen = max(1, round(self.hparams.mask_rate * x.shape[1])) * len(x)
+        value, correct, _, chosen = self.masked_loss(x, generator)
         loss.update(value, weight=chosen)
         if correct.numel():
             accuracy.update(correct.float().mean(), weight=correct.numel())
