@@ -84,6 +84,24 @@ RECIPES = {
         "steps": 800,
         "sched": "wsd",
     },  # fmt: skip
+    "plain_net_muon_500": {
+        "net": {},
+        "opt": "muon",
+        "lr": 3e-3,
+        "muon_lr": 0.03,
+        "batch": 12,
+        "steps": 500,
+        "sched": "wsd",
+    },  # fmt: skip
+    "modern_500": {
+        "net": MODERN_NET,
+        "opt": "muon",
+        "lr": 3e-3,
+        "muon_lr": 0.03,
+        "batch": 12,
+        "steps": 500,
+        "sched": "wsd",
+    },  # fmt: skip
     "modern_b24_short": {
         "net": MODERN_NET,
         "opt": "muon",
