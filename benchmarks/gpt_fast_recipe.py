@@ -18,6 +18,7 @@ run's wall time, and ends below it. The reaching time is interpolated linearly b
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -94,8 +95,10 @@ def genlit_config(work: Path, every: int) -> Path:
 
 def timed(command: list[str]) -> tuple[float, float]:
     """(launch time, wall seconds) of a child process (its output is kept in case it fails)."""
+    # jsonargparse parses a config file from the file's folder, so the callback's module must be on the path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     launch = time.time()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.time() - launch
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
@@ -190,8 +193,9 @@ def main() -> None:
         print(f"seed {seed}: plain ends at {target:.4f} after {wall['plain']:.1f} s; genlit ends at "
               f"{curves['genlit'][-1][2]:.4f} after {wall['genlit']:.1f} s and reaches {target:.4f} at {reached}",
               flush=True)  # fmt: skip
-        if args.plot:
-            _plot(curves, args.plot, seed)
+        if args.plot:  # one picture per seed: PATH, then PATH_<seed>.png for the later seeds
+            path = Path(args.plot)
+            _plot(curves, str(path if i == 0 else path.with_name(f"{path.stem}_{seed}{path.suffix}")), seed)
     ratios = [r[5] for r in rows if r[5] is not None]
     if ratios:
         print(f"median ratio (time for genlit to reach plain's final loss / plain's wall time): "
