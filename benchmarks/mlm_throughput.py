@@ -9,7 +9,11 @@ block and corrupts them 80/10/10. The plain loop draws random blocks as nanoGPT'
 corruption inline; genlit's goes through ``TextDataModule(mask_token=True)`` and a Lightning Trainer with genlit's
 progress bar.
 
-    python -m benchmarks.mlm_throughput [--steps 300] [--warmup 30] [--repeats 5]
+``--lightning-only`` puts the hand-written step itself in the Trainer's place of genlit's model (a
+``training_step`` with manual optimization): what that loses against the same step called directly is Lightning's
+loop, with no genlit code; the floor under genlit's ratio.
+
+    python -m benchmarks.mlm_throughput [--steps 300] [--warmup 30] [--repeats 5] [--lightning-only]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import statistics
 from functools import partial
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 
@@ -56,14 +61,38 @@ def plain_mlm_training(corpus: torch.Tensor, vocab_size: int, batch_size: int):
     return net, step
 
 
-def interleaved_run(data: TextDataModule, steps: int, warmup: int, progress_bar: bool) -> PlainStepBetweenBatches:
-    """A fresh genlit MaskedLM under a Trainer and a fresh plain loop, stepping in turn; their step times."""
+class PlainMLMStepInLightning(L.LightningModule):
+    """The hand-written step as a Lightning ``training_step`` (manual optimization; Lightning's batch is dropped)."""
+
+    def __init__(self, corpus: torch.Tensor, vocab_size: int, batch_size: int) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.net, self.plain_step = plain_mlm_training(corpus, vocab_size, batch_size)
+
+    def training_step(self, batch, batch_idx) -> None:
+        self.plain_step()
+
+    def configure_optimizers(self) -> None:
+        return None  # the step has its own optimizer
+
+
+def interleaved_run(
+    data: TextDataModule, steps: int, warmup: int, progress_bar: bool, lightning_only: bool = False
+) -> PlainStepBetweenBatches:
+    """A fresh genlit MaskedLM (or, ``lightning_only``, the plain step as a training step) under a Trainer and a
+    fresh plain loop, stepping in turn; their step times."""
     corpus, batch_size = data.split_tokens("train"), data.hparams.batch_size
     _, plain_step = plain_mlm_training(corpus, data.vocab_size, batch_size)
     turns = PlainStepBetweenBatches(plain_step, warmup)
-    net = partial(GPT, **NET, causal=False)
-    model = MaskedLM(net, data.vocab_size, BLOCK, weight_decay=WEIGHT_DECAY, optimizer=adamw, lr_scheduler=schedule)
-    trainer = quiet_trainer(warmup + steps + 1, turns, progress_bar, gradient_clip_val=CLIP)
+    batches = warmup + steps + 1
+    if lightning_only:  # no Lightning optimizer steps, so bound the batches, not the steps
+        model = PlainMLMStepInLightning(corpus, data.vocab_size, batch_size)
+        trainer = quiet_trainer(-1, turns, progress_bar, max_epochs=1, limit_train_batches=batches)
+    else:
+        net = partial(GPT, **NET, causal=False)
+        model = MaskedLM(net, data.vocab_size, BLOCK, weight_decay=WEIGHT_DECAY, optimizer=adamw,
+                         lr_scheduler=schedule)  # fmt: skip
+        trainer = quiet_trainer(batches, turns, progress_bar, gradient_clip_val=CLIP)
     trainer.fit(model, datamodule=data)
     return turns
 
@@ -71,7 +100,9 @@ def interleaved_run(data: TextDataModule, steps: int, warmup: int, progress_bar:
 def main() -> None:
     """Run the loops in turn ``--repeats`` times; print steps/s and the ratios."""
     parser = throughput_parser(__doc__, batch_size=12)
+    parser.add_argument("--lightning-only", action="store_true", help="the plain step in genlit's place")
     args = parser.parse_args()
+    trained = "lightning" if args.lightning_only else "genlit"
     data = TextDataModule(str(shakespeare_path()), tokenizer="char", block_size=BLOCK, batch_size=args.batch_size,
                           mask_token=True)  # fmt: skip
     data.prepare_data()
@@ -81,15 +112,15 @@ def main() -> None:
     runs: dict[str, list[float]] = {}
     for r in range(args.repeats):
         torch.manual_seed(r)
-        turns = interleaved_run(data, args.steps, args.warmup, not args.no_progress_bar)
-        for name, rate in step_rates(turns, "genlit").items():
+        turns = interleaved_run(data, args.steps, args.warmup, not args.no_progress_bar, args.lightning_only)
+        for name, rate in step_rates(turns, trained).items():
             runs.setdefault(name, []).append(rate)
         extra = statistics.median(g - p for g, p in zip(turns.trained, turns.plain[1:], strict=False))
-        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + " steps/s; genlit's step "
+        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + f" steps/s; {trained}'s step "
               f"{1000 * extra:.2f} ms longer than the plain step after it (median)", flush=True)  # fmt: skip
     print("median steps/s: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in runs.items()))
-    report_ratio(runs, "genlit", "plain", note=" (median steps)")
-    report_ratio(runs, "genlit mean", "plain mean", note=" (mean steps)")
+    report_ratio(runs, trained, "plain", note=" (median steps)")
+    report_ratio(runs, f"{trained} mean", "plain mean", note=" (mean steps)")
 
 
 if __name__ == "__main__":
