@@ -18,6 +18,8 @@ _EXPORTS = {
     "InfoGAN": "genlit.families.infogan",
     "VAE": "genlit.families.vae",
     "Diffusion": "genlit.families.diffusion",
+    "Flow": "genlit.families.flow",
+    "PixelCNN": "genlit.families.pixelcnn",
     "AutoregressiveLM": "genlit.families.autoregressive",
     "Classifier": "genlit.families.classifier",
     "CycleGAN": "genlit.families.cyclegan",  # translates between two image domains (a Translator, not a sampler)

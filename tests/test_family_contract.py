@@ -17,12 +17,16 @@ from genlit.diffusion import DDPMSampler, LinearSchedule
 from genlit.families.autoregressive import AutoregressiveLM
 from genlit.families.base import GenerativeFamily
 from genlit.families.diffusion import Diffusion
+from genlit.families.flow import Flow
 from genlit.families.gan import GAN
+from genlit.families.pixelcnn import PixelCNN
 from genlit.families.protocols import Translator
 from genlit.families.vae import VAE
+from genlit.nets.flows import MultiScaleFlow
 from genlit.nets.gpt import GPT
 from genlit.nets.mlp import MLPDiscriminator, MLPGenerator
 from genlit.nets.mlp_vae import MLPDecoder, MLPEncoder
+from genlit.nets.pixelcnn import GatedPixelCNN
 from genlit.nets.unet import UNet
 from genlit.seeding import rank_range
 from tests.conftest import EXPERIMENTS
@@ -55,6 +59,10 @@ def toy_diffusion():
     return Diffusion(net, (1, 8, 8), num_classes=3, conditional=True, schedule=LinearSchedule(20), ema_decay=0.5)
 
 
+def toy_flow():
+    return Flow(partial(MultiScaleFlow, levels=2, steps=2, hidden=8), (1, 8, 8))
+
+
 def toy_lm():
     tokenizer = CharTokenizer.from_text("to be, or not to be: that is the question.\n")
     model = AutoregressiveLM(partial(GPT, n_layer=2, n_head=2, n_embd=16, dropout=0.3), tokenizer.vocab_size, 8)
@@ -62,7 +70,19 @@ def toy_lm():
     return model
 
 
-TOYS = {"gan": toy_gan, "vae": toy_vae, "diffusion": toy_diffusion, "autoregressive": toy_lm}
+def toy_pixelcnn():
+    net = partial(GatedPixelCNN, channels=12, layers=2, first_kernel_size=3, head_channels=12)
+    return PixelCNN(net, (3, 4, 4), num_classes=3, conditional=True, likelihood="categorical", ema_decay=0.5)
+
+
+TOYS = {
+    "gan": toy_gan,
+    "vae": toy_vae,
+    "diffusion": toy_diffusion,
+    "flow": toy_flow,
+    "autoregressive": toy_lm,
+    "pixelcnn": toy_pixelcnn,
+}
 GENERATIVE_EXPERIMENTS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.parent.name != "evaluators")
 
 

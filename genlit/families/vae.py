@@ -19,7 +19,7 @@ from torchmetrics.classification import BinaryAUROC
 from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, is_sample_request
 from genlit.objectives.elbo import (
     LikelihoodName,
-    binarize,
+    binarize_for_stage,
     bits_per_dim,
     check_likelihood_name,
     free_bits_kl,
@@ -143,11 +143,8 @@ class VAE(GenerativeFamily):
         if self.hparams.likelihood != "bernoulli":
             return x, x
         x01 = to_unit_interval(x)  # (B, *data_shape)
-        if self.hparams.dynamic_binarization:
-            generator = None
-            if stage != "train":  # the same binarization of the evaluation data every time
-                generator = torch.Generator(device=x.device).manual_seed(10_007 * batch_idx + 17)
-            x01 = binarize(x01, generator)
+        if self.hparams.dynamic_binarization:  # afresh each training step; evaluation data the same every time
+            x01 = binarize_for_stage(x01, stage, batch_idx)
         return from_unit_interval(x01), x01
 
     def elbo_terms(self, x_in: Tensor, target: Tensor, labels: Tensor | None) -> dict[str, Tensor]:

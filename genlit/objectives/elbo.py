@@ -189,6 +189,16 @@ def binarize(x01: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.bernoulli(x01, generator=generator)  # (B, ...)
 
 
+def binarize_for_stage(x01: Tensor, stage: str, batch_idx: int = 0) -> Tensor:
+    """:func:`binarize` as a training or evaluation step needs it: a fresh draw at every ``"train"`` step; for
+    any other stage (validation, test, a likelihood query) the same draw every time, from a generator seeded by
+    ``batch_idx``, so evaluation figures compare across epochs and runs. {0, 1} floats of ``x01``'s shape."""
+    generator = None
+    if stage != "train":
+        generator = torch.Generator(device=x01.device).manual_seed(10_007 * batch_idx + 17)
+    return binarize(x01, generator)  # (B, ...)
+
+
 def to_unit_interval(x: Tensor) -> Tensor:
     """Map model-space data in [-1, 1] to [0, 1] (``(x + 1) / 2``, clamped), e.g. for a Bernoulli likelihood."""
     return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
