@@ -20,6 +20,7 @@ _EXPORTS = {
     "Diffusion": "genlit.families.diffusion",
     "Flow": "genlit.families.flow",
     "PixelCNN": "genlit.families.pixelcnn",
+    "VQVAE": "genlit.families.vqvae",
     "AutoregressiveLM": "genlit.families.autoregressive",
     "Classifier": "genlit.families.classifier",
     "CycleGAN": "genlit.families.cyclegan",  # translates between two image domains (a Translator, not a sampler)

@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,3 +26,12 @@ def data_dir() -> Path:
 def mnist_dir(data_dir: Path) -> Path:
     """The offline MNIST parquet folder."""
     return data_dir / "mnist"
+
+
+def code_file(folder: Path, num: int = 200, grid: tuple[int, int] = (7, 7), num_codes: int = 256) -> Path:
+    """A file of random code grids (``arr_0`` int64 (num, *grid) in 0..num_codes-1), as ``genlit encode`` writes, for
+    the experiments whose TokenSequenceDataModule reads codes that a trained VQ-VAE would export."""
+    codes = np.random.default_rng(0).integers(0, num_codes, size=(num, *grid), dtype=np.int64)
+    path = folder / "codes.npz"
+    np.savez(path, arr_0=codes, arr_1=np.full(num, -1, dtype=np.int64))
+    return path

@@ -6,7 +6,8 @@ fixed set of validation images and save ``<run_dir>/latents/<name>_step_{global_
 to the configured loggers (:func:`~genlit.callbacks.loggers.log_picture`). Prior samples are drawn by
 :class:`~genlit.callbacks.sample_grid.SampleGrid`. The module is a generative family of images with the
 :class:`~genlit.families.protocols.LatentVariable` capability (``encode(x, labels) -> (mu, logvar)``,
-``decode(z, labels)`` to images in [-1, 1], ``reconstruct``, ``latent_dim``), as :class:`genlit.families.vae.VAE`.
+``decode(z, labels)`` to images in [-1, 1], ``reconstruct``, ``latent_dim``), as :class:`genlit.families.vae.VAE`;
+:class:`ReconstructionGrid` needs only ``reconstruct`` (also a VQ-VAE's).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from genlit.callbacks.loggers import log_picture
 from genlit.callbacks.sample_grid import PeriodicPicture
-from genlit.families.protocols import DataShaped, Generative, LatentVariable
+from genlit.families.protocols import DataShaped, Generative, LatentVariable, Reconstructs
 from genlit.imaging import image_grid, save_png, to_uint8
 
 
@@ -96,6 +97,10 @@ class _LatentPicture(PeriodicPicture):
     """
 
     name, key = "latent", "latents"
+    needs: type = LatentVariable  # the capability the picture uses (ReconstructionGrid: Reconstructs only)
+    needs_words = (
+        "a VAE-like generative family of images (encode, decode, reconstruct, latent_dim; data_shape (C, H, W))"
+    )
 
     def __init__(self, every_n_steps: int) -> None:
         super().__init__(every_n_steps)
@@ -110,12 +115,9 @@ class _LatentPicture(PeriodicPicture):
         """Check before fitting that the module has the latent methods and image data (C, H, W)."""
         if stage != "fit":
             return
-        capable = all(isinstance(pl_module, p) for p in (Generative, LatentVariable, DataShaped))
+        capable = all(isinstance(pl_module, p) for p in (Generative, self.needs, DataShaped))
         if not capable or len(pl_module.data_shape) != 3:
-            raise ValueError(
-                f"{type(self).__name__} needs a VAE-like generative family of images (encode, decode, reconstruct, "
-                f"latent_dim; data_shape (C, H, W)); got {type(pl_module).__name__}"
-            )
+            raise ValueError(f"{type(self).__name__} needs {self.needs_words}; got {type(pl_module).__name__}")
 
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -181,12 +183,15 @@ class _LatentPicture(PeriodicPicture):
 class ReconstructionGrid(_LatentPicture):
     """Save and log ``latents/reconstruction_step_*.png``: each fixed validation image beside its reconstruction.
 
-    Uses ``pl_module.reconstruct(x, labels)`` (labels only for conditional modules). Pairs are laid out
+    Uses ``pl_module.reconstruct(x, labels)`` (labels only for conditional modules), so any family that
+    :class:`~genlit.families.protocols.Reconstructs` (a VAE, a VQ-VAE) draws it. Pairs are laid out
     ``ceil(sqrt(num_images / 2))`` per row (input, reconstruction, input, ...), a roughly square picture.
     Fires when ``global_step`` crosses a multiple of ``every_n_steps`` and when training ends (rank zero).
     """
 
     name, key = "reconstruction", "reconstructions"
+    needs = Reconstructs
+    needs_words = "a generative family of images that reconstructs them (reconstruct; data_shape (C, H, W))"
 
     def __init__(self, num_images: int = 32, every_n_steps: int = 1000) -> None:
         if num_images < 1:

@@ -41,7 +41,15 @@ class DataShaped(Protocol):
 
 
 @runtime_checkable
-class LatentVariable(Protocol):
+class Reconstructs(Protocol):
+    """Reconstructs data through a bottleneck: ``reconstruct(x, labels)`` (B, *data_shape) in data space (VAEs,
+    VQ-VAEs)."""
+
+    def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class LatentVariable(Reconstructs, Protocol):
     """An encoder to a latent space of ``latent_dim`` and a decoder back (VAE-like)."""
 
     latent_dim: int
@@ -50,7 +58,19 @@ class LatentVariable(Protocol):
 
     def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor: ...
 
-    def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+@runtime_checkable
+class DiscreteLatent(Reconstructs, Protocol):
+    """An encoder to a grid of discrete codes and a decoder back (a VQ-VAE): ``encode_codes(x)`` gives int64
+    (B, *code_shape) ids in ``0 .. num_codes - 1``, ``decode_codes(codes)`` images (B, *data_shape) in [-1, 1]. A
+    prior over the codes (an autoregressive model of the flattened grids) makes it a sampler."""
+
+    num_codes: int
+    code_shape: tuple[int, ...]
+
+    def encode_codes(self, x: Tensor) -> Tensor: ...
+
+    def decode_codes(self, codes: Tensor) -> Tensor: ...
 
 
 @runtime_checkable
