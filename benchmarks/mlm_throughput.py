@@ -13,7 +13,12 @@ progress bar.
 ``training_step`` with manual optimization): what that loses against the same step called directly is Lightning's
 loop, with no genlit code; the floor under genlit's ratio.
 
+Two ways for genlit to shave its side: ``--num-workers N`` fetches genlit's batches in N loader processes (the
+plain loop keeps drawing its blocks inside its step), ``--compile`` runs genlit's forward through
+``torch.compile`` (the plain loop stays eager unless ``--compile-plain``).
+
     python -m benchmarks.mlm_throughput [--steps 300] [--warmup 30] [--repeats 5] [--lightning-only]
+        [--num-workers 1] [--compile [--compile-plain]]
 """
 
 from __future__ import annotations
@@ -36,13 +41,14 @@ from genlit.optim import decay_groups
 RATE = 0.15
 
 
-def plain_mlm_training(corpus: torch.Tensor, vocab_size: int, batch_size: int):
+def plain_mlm_training(corpus: torch.Tensor, vocab_size: int, batch_size: int, compile: bool = False):
     """A fresh bidirectional GPT and a function doing one hand-written masked-LM step on it (returns the loss). The
     mask is the last id, as in genlit's tokenizers."""
     net = GPT(vocab_size, BLOCK, **NET, causal=False)
     opt = adamw(decay_groups(net, WEIGHT_DECAY))
     sched = schedule(opt)
     mask_id, k = vocab_size - 1, round(RATE * BLOCK)
+    forward = torch.compile(net) if compile else net
 
     def step() -> torch.Tensor:
         x, _ = random_blocks(corpus, batch_size)  # (B, T)
@@ -50,7 +56,7 @@ def plain_mlm_training(corpus: torch.Tensor, vocab_size: int, batch_size: int):
         u = torch.rand(x.shape)
         inputs = torch.where(chosen & (u >= 0.8) & (u < 0.9), torch.randint(0, mask_id, x.shape), x)
         inputs = inputs.masked_fill(chosen & (u < 0.8), mask_id)
-        loss = F.cross_entropy(net(inputs)[chosen], x[chosen])
+        loss = F.cross_entropy(forward(inputs)[chosen], x[chosen])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP)
@@ -77,12 +83,18 @@ class PlainMLMStepInLightning(L.LightningModule):
 
 
 def interleaved_run(
-    data: TextDataModule, steps: int, warmup: int, progress_bar: bool, lightning_only: bool = False
+    data: TextDataModule,
+    steps: int,
+    warmup: int,
+    progress_bar: bool,
+    lightning_only: bool = False,
+    compile: bool = False,
+    compile_plain: bool = False,
 ) -> PlainStepBetweenBatches:
     """A fresh genlit MaskedLM (or, ``lightning_only``, the plain step as a training step) under a Trainer and a
     fresh plain loop, stepping in turn; their step times."""
     corpus, batch_size = data.split_tokens("train"), data.hparams.batch_size
-    _, plain_step = plain_mlm_training(corpus, data.vocab_size, batch_size)
+    _, plain_step = plain_mlm_training(corpus, data.vocab_size, batch_size, compile and compile_plain)
     turns = PlainStepBetweenBatches(plain_step, warmup)
     batches = warmup + steps + 1
     if lightning_only:  # no Lightning optimizer steps, so bound the batches, not the steps
@@ -91,7 +103,7 @@ def interleaved_run(
     else:
         net = partial(GPT, **NET, causal=False)
         model = MaskedLM(net, data.vocab_size, BLOCK, weight_decay=WEIGHT_DECAY, optimizer=adamw,
-                         lr_scheduler=schedule)  # fmt: skip
+                         lr_scheduler=schedule, compile=compile)  # fmt: skip
         trainer = quiet_trainer(batches, turns, progress_bar, gradient_clip_val=CLIP)
     trainer.fit(model, datamodule=data)
     return turns
@@ -101,10 +113,13 @@ def main() -> None:
     """Run the loops in turn ``--repeats`` times; print steps/s and the ratios."""
     parser = throughput_parser(__doc__, batch_size=12)
     parser.add_argument("--lightning-only", action="store_true", help="the plain step in genlit's place")
+    parser.add_argument("--num-workers", type=int, default=0, help="genlit's loader processes")
+    parser.add_argument("--compile", action="store_true", help="genlit's forward through torch.compile")
+    parser.add_argument("--compile-plain", action="store_true", help="with --compile: the plain loop's forward too")
     args = parser.parse_args()
     trained = "lightning" if args.lightning_only else "genlit"
     data = TextDataModule(str(shakespeare_path()), tokenizer="char", block_size=BLOCK, batch_size=args.batch_size,
-                          mask_token=True)  # fmt: skip
+                          mask_token=True, num_workers=args.num_workers)  # fmt: skip
     data.prepare_data()
     data.setup("fit")
     print(f"batch {args.batch_size} x {BLOCK} tokens, vocabulary {data.vocab_size} (with [MASK]); "
@@ -112,7 +127,8 @@ def main() -> None:
     runs: dict[str, list[float]] = {}
     for r in range(args.repeats):
         torch.manual_seed(r)
-        turns = interleaved_run(data, args.steps, args.warmup, not args.no_progress_bar, args.lightning_only)
+        turns = interleaved_run(data, args.steps, args.warmup, not args.no_progress_bar, args.lightning_only,
+                                args.compile, args.compile_plain)  # fmt: skip
         for name, rate in step_rates(turns, trained).items():
             runs.setdefault(name, []).append(rate)
         extra = statistics.median(g - p for g, p in zip(turns.trained, turns.plain[1:], strict=False))
