@@ -20,9 +20,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from genlit.data.tokenizers import MASK, Tokenizer, tokenizer_from_json
+from genlit.data.tokenizers import MASK, Tokenizer
 from genlit.families.base import GenerativeFamily, NonFinitePolicy
 from genlit.families.token_sampling import check_sampling_options, sample_next
+from genlit.families.tokenized import TokenizedModel
 from genlit.optim import decay_groups
 from genlit.seeding import SampleRNG
 
@@ -30,10 +31,8 @@ LMNetFactory = Callable[[int, int], nn.Module]
 """A net class taking ``(vocab_size, block_size)`` (e.g. ``genlit.nets.gpt.GPT``, ``genlit.nets.rnn.CharRNN``),
 with ``forward(idx, cache=None)`` -> logits (B, T, V), ``new_cache(batch_size)`` and ``context_size``."""
 
-TOKENIZER_KEY = "genlit_tokenizer"
 
-
-class AutoregressiveLM(GenerativeFamily):
+class AutoregressiveLM(TokenizedModel, GenerativeFamily):
     """Next-token language model with the net passed in.
 
     Without a tokenizer the data are token ids themselves (e.g. a VQ-VAE's codes, from
@@ -90,35 +89,6 @@ class AutoregressiveLM(GenerativeFamily):
         self._unit_lengths: Tensor | None = None
 
     # ----------------------------------------------------------------------------------------- tokenizer
-    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
-        """Attach the tokenizer that maps text to this model's token ids (checked against ``vocab_size``)."""
-        if tokenizer.vocab_size != self.hparams.vocab_size:
-            raise ValueError(
-                f"the tokenizer has {tokenizer.vocab_size} tokens but the model was built for "
-                f"{self.hparams.vocab_size}; use the DataModule (and tokenizer settings) the model was trained with"
-            )
-        self.tokenizer, self._unit_lengths = tokenizer, None
-
-    def setup(self, stage: str) -> None:
-        """Take the tokenizer of the trainer's DataModule, if it has one."""
-        super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        tokenizer = getattr(datamodule, "tokenizer", None)
-        if tokenizer is not None:
-            self.set_tokenizer(tokenizer)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the tokenizer, so sampling needs no dataset (and refuse non-finite weights, as every family)."""
-        super().on_save_checkpoint(checkpoint)
-        if self.tokenizer is not None:
-            checkpoint[TOKENIZER_KEY] = self.tokenizer.to_json()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the tokenizer stored by :meth:`on_save_checkpoint` (and what every family restores)."""
-        super().on_load_checkpoint(checkpoint)
-        if TOKENIZER_KEY in checkpoint:
-            self.set_tokenizer(tokenizer_from_json(checkpoint[TOKENIZER_KEY]))
-
     def configure_model(self) -> None:
         """Shard the net with FSDP2 when the trainer's strategy made a device mesh (Lightning's
         ``ModelParallelStrategy``): each transformer block is one ``fully_shard`` unit, gathered just before
@@ -139,11 +109,6 @@ class AutoregressiveLM(GenerativeFamily):
             fully_shard(block, mesh=mesh)
         fully_shard(self.net, mesh=mesh)
         self._sharded = True
-
-    @property
-    def unit(self) -> str:
-        """What bits are counted per: ``char``, ``byte`` (the tokenizer's unit) or ``token`` (no tokenizer)."""
-        return self.tokenizer.unit if self.tokenizer is not None else "token"
 
     # ------------------------------------------------------------------------------------------ training
     def forward(self, idx: Tensor) -> Tensor:
@@ -189,15 +154,6 @@ class AutoregressiveLM(GenerativeFamily):
         loss.update(nll.mean(), weight=nll.numel())
         total_units = units.sum()
         bits.update(nll.sum() / math.log(2) / total_units, weight=total_units)
-
-    def units_of(self, tokens: Tensor) -> Tensor:
-        """How many units of text (chars or bytes; 1 without a tokenizer) each token stands for."""
-        if self.tokenizer is None:
-            return torch.ones_like(tokens, dtype=torch.float32)
-        if self._unit_lengths is None or self._unit_lengths.device != tokens.device:
-            lengths = torch.tensor(self.tokenizer.unit_lengths(), dtype=torch.float32)
-            self._unit_lengths = lengths.to(tokens.device)
-        return self._unit_lengths[tokens]  # (B, T)
 
     def _log_evaluation(self, stage: str, loss: MeanMetric, bits: MeanMetric) -> None:
         if loss.update_count == 0:

@@ -38,13 +38,13 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
-from genlit.data.tokenizers import MASK, Tokenizer, tokenizer_from_json
+from genlit.data.tokenizers import MASK, Tokenizer
 from genlit.families.base import GenerativeFamily, NonFinitePolicy
 from genlit.families.token_sampling import check_sampling_options, sample_next
+from genlit.families.tokenized import TokenizedModel
 from genlit.optim import decay_groups
 from genlit.seeding import SampleRNG
 
-TOKENIZER_KEY = "genlit_tokenizer"
 _EVAL_SEED = 20190101  # the validation masks: the same positions at every validation
 
 
@@ -113,7 +113,7 @@ def cosine_remaining(total: Tensor, step: int, steps: int) -> Tensor:
     return torch.floor(total * math.cos(math.pi / 2 * step / steps)).long().clamp_min(0)
 
 
-class MaskedLM(GenerativeFamily):
+class MaskedLM(TokenizedModel, GenerativeFamily):
     """Masked language model over a bidirectional net (see the module docstring).
 
     Args:
@@ -178,52 +178,14 @@ class MaskedLM(GenerativeFamily):
         self.test_loss, self.test_accuracy, self.test_pll = MeanMetric(), MeanMetric(), MeanMetric()
 
     # ----------------------------------------------------------------------------------------- tokenizer
-    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
-        """Attach the tokenizer (its size must be the model's and its last id ``[MASK]``)."""
-        if tokenizer.vocab_size != self.hparams.vocab_size:
-            raise ValueError(
-                f"the tokenizer has {tokenizer.vocab_size} tokens but the model was built for "
-                f"{self.hparams.vocab_size}; use the DataModule (and tokenizer settings) the model was trained with"
-            )
+    def check_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """The tokenizer's size must be the model's and its last id ``[MASK]``."""
+        super().check_tokenizer(tokenizer)
         if tokenizer.mask_id != self.mask_id:
             raise ValueError(
                 f"a masked language model needs the tokenizer's {MASK} token as its last id; set "
                 "--data.mask_token true (genlit.data.text.TextDataModule)"
             )
-        self.tokenizer, self._unit_lengths = tokenizer, None
-
-    def setup(self, stage: str) -> None:
-        """Take the tokenizer of the trainer's DataModule, if it has one."""
-        super().setup(stage)
-        tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
-        if tokenizer is not None:
-            self.set_tokenizer(tokenizer)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the tokenizer, so filling masks needs no dataset."""
-        super().on_save_checkpoint(checkpoint)
-        if self.tokenizer is not None:
-            checkpoint[TOKENIZER_KEY] = self.tokenizer.to_json()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the tokenizer stored by :meth:`on_save_checkpoint`."""
-        super().on_load_checkpoint(checkpoint)
-        if TOKENIZER_KEY in checkpoint:
-            self.set_tokenizer(tokenizer_from_json(checkpoint[TOKENIZER_KEY]))
-
-    @property
-    def unit(self) -> str:
-        """What bits are counted per: ``char``, ``byte`` or ``token`` (no tokenizer)."""
-        return self.tokenizer.unit if self.tokenizer is not None else "token"
-
-    def units_of(self, tokens: Tensor) -> Tensor:
-        """How many units of text (chars or bytes; 1 without a tokenizer) each token stands for (B, T)."""
-        if self.tokenizer is None:
-            return torch.ones_like(tokens, dtype=torch.float32)
-        if self._unit_lengths is None or self._unit_lengths.device != tokens.device:
-            lengths = torch.tensor(self.tokenizer.unit_lengths(), dtype=torch.float32)
-            self._unit_lengths = lengths.to(tokens.device)
-        return self._unit_lengths[tokens]
 
     # ------------------------------------------------------------------------------------------ training
     def forward(self, idx: Tensor) -> Tensor:

@@ -1,0 +1,69 @@
+"""What the language-model families share about their tokenizer: it comes from the DataModule at ``setup``, is
+checked against the model's vocabulary, travels in the checkpoint (so sampling needs no dataset), and says how many
+characters or bytes each token stands for (so bits per character or byte are exact whatever the tokenizer)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from genlit.data.tokenizers import Tokenizer, tokenizer_from_json
+
+TOKENIZER_KEY = "genlit_tokenizer"
+
+
+class TokenizedModel:
+    """Mixin for a LightningModule with ``hparams.vocab_size``, placed before its family base in the class list.
+
+    Subclasses set ``self.tokenizer = None`` and ``self._unit_lengths = None`` in ``__init__`` and may extend
+    :meth:`check_tokenizer` with their own requirements (the masked LM's ``[MASK]``).
+    """
+
+    tokenizer: Tokenizer | None
+    _unit_lengths: Tensor | None
+
+    def check_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """One clear error when ``tokenizer`` does not fit the model (its size is not the model's vocabulary)."""
+        if tokenizer.vocab_size != self.hparams.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {tokenizer.vocab_size} tokens but the model was built for "
+                f"{self.hparams.vocab_size}; use the DataModule (and tokenizer settings) the model was trained with"
+            )
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Attach the tokenizer that maps text to this model's token ids (checked by :meth:`check_tokenizer`)."""
+        self.check_tokenizer(tokenizer)
+        self.tokenizer, self._unit_lengths = tokenizer, None
+
+    def setup(self, stage: str) -> None:
+        """Take the tokenizer of the trainer's DataModule, if it has one."""
+        super().setup(stage)
+        tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the tokenizer, so sampling needs no dataset (and what every family stores)."""
+        super().on_save_checkpoint(checkpoint)
+        if self.tokenizer is not None:
+            checkpoint[TOKENIZER_KEY] = self.tokenizer.to_json()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the tokenizer stored by :meth:`on_save_checkpoint` (and what every family restores)."""
+        super().on_load_checkpoint(checkpoint)
+        if TOKENIZER_KEY in checkpoint:
+            self.set_tokenizer(tokenizer_from_json(checkpoint[TOKENIZER_KEY]))
+
+    @property
+    def unit(self) -> str:
+        """What bits are counted per: ``char``, ``byte`` (the tokenizer's unit) or ``token`` (no tokenizer)."""
+        return self.tokenizer.unit if self.tokenizer is not None else "token"
+
+    def units_of(self, tokens: Tensor) -> Tensor:
+        """How many units of text (chars or bytes; 1 without a tokenizer) each token stands for (B, T)."""
+        if self.tokenizer is None:
+            return torch.ones_like(tokens, dtype=torch.float32)
+        if self._unit_lengths is None or self._unit_lengths.device != tokens.device:
+            lengths = torch.tensor(self.tokenizer.unit_lengths(), dtype=torch.float32)
+            self._unit_lengths = lengths.to(tokens.device)
+        return self._unit_lengths[tokens]  # (B, T)
