@@ -23,10 +23,12 @@ CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "vae" / "vae_mnis
 
 def test_nll(model, images: torch.Tensor, k: int, seed: int, batch: int = 100) -> float:
     """Mean negative IW bound (nats) over ``images`` (uint8 (N, 1, 28, 28)) with ``k`` samples."""
-    torch.manual_seed(seed)
     model.hparams.iw_samples = k
-    with torch.no_grad():
-        scores = [model.anomaly_score(to_model_space(images[i : i + batch])) for i in range(0, len(images), batch)]
+    with torch.no_grad():  # the seed picks the test batches' draws (binarization and posterior samples)
+        scores = [
+            model.nll(to_model_space(images[i : i + batch]), batch_idx=seed * 100_003 + i // batch)
+            for i in range(0, len(images), batch)
+        ]
     return torch.cat(scores).mean().item()
 
 

@@ -119,7 +119,29 @@ class GenlitCLI(LightningCLI):
                 config.weights_only = True
             if config.weights_only and config.ckpt_path and Path(config.ckpt_path).is_file():
                 torch.serialization.add_safe_globals(allowed_objects(config.ckpt_path))
+            given = deepcopy(config.model)
         super()._parse_ckpt_path()
+        if subcommand:
+            self._keep_command_line_model_args(self.config[subcommand].model, given)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse as LightningCLI does, remembering the arguments (for :meth:`_keep_command_line_model_args`)."""
+        self._argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        super().parse_arguments(parser, args)
+
+    def _keep_command_line_model_args(self, model, given) -> None:
+        """``--model.X`` on the command line beats the checkpoint's hyperparameters, which LightningCLI otherwise
+        lets win over everything (``genlit test --ckpt_path C --model.iw_samples 8`` would silently test with the
+        checkpoint's value; Lightning-AI/pytorch-lightning#21455 proposes the same order upstream)."""
+        for arg in getattr(self, "_argv", []):
+            name = arg.split("=", 1)[0]
+            if not name.startswith("--model.") or name in ("--model.class_path", "--model.init_args"):
+                continue
+            key = name.removeprefix("--model.").removeprefix("init_args.")
+            for source in (f"init_args.{key}", key):
+                if source in given and key.split(".")[0] in (model.get("init_args") or {}):
+                    model[f"init_args.{key}"] = given[source]
+                    break
 
     def instantiate_trainer(self, **kwargs):
         """Save the config as the user gave it (not with this run's directories), so re-running it makes

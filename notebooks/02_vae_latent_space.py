@@ -112,7 +112,7 @@ genlit.show(plane, nrow=15, size=8)
 
 # %%
 with torch.no_grad():
-    scores = torch.cat([vae.anomaly_score(chunk, k=K) for chunk in x.split(100)])  # (1000,) nats
+    scores = torch.cat([vae.nll(chunk, k=K) for chunk in x.split(100)])  # (1000,) nats
 is_nine = (labels == 9).long()
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
 bins = np.linspace(float(scores.min()), float(scores.quantile(0.99)), 40)

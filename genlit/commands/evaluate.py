@@ -136,7 +136,7 @@ def test_nll(model: Likelihood, data: ImageDataModule) -> dict[str, float]:
 def _arguments(parser) -> None:
     parser.add_argument("--ckpt", default=None, help="a genlit checkpoint: samples are drawn from it")
     parser.add_argument("--samples", default=None, help=".npz with arr_0 uint8 (N, H, W, C) (and arr_1 labels)")
-    parser.add_argument("--data", required=True, help="reference dataset (Hub id or local path); text for LMs")
+    parser.add_argument("--data", default=None, help="reference dataset (Hub id or local path); text for LMs")
     parser.add_argument("--split", type=Literal["train", "val", "test"], default="test")
     parser.add_argument("--extractor", default=None, help="images: 'inception', evaluator:NAME or an evaluator YAML "
                         "(trained once on --extractor-data, cached), or a genlit classifier checkpoint")  # fmt: skip
@@ -149,13 +149,23 @@ def _arguments(parser) -> None:
     parser.add_argument("--cache-dir", default=None, help="reference features cache (default: references in "
                         "$GENLIT_CACHE_DIR, else $XDG_CACHE_HOME/genlit, else ~/.cache/genlit)")  # fmt: skip
     parser.add_argument("--out", default=None, help="JSON results (default: beside the input)")
+    parser.add_argument("--anomaly", default=None, help="an .npz of images to score for anomalies with --ckpt (a "
+                        "VAE, PixelCNN or flow): per-example scores to --out (.npz, default beside it), a JSON "
+                        "record")  # fmt: skip
+    parser.add_argument("--background", default=None, help="--anomaly: a background model's checkpoint (ratio)")
+    parser.add_argument("--anomalous-classes", type=list[int] | None, default=None, help="--anomaly: labels (arr_1) "
+                        "of the anomalies; the record then holds each score's AUROC")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``genlit evaluate``."""
     model, args, options = parse_command("genlit evaluate", _DESCRIPTION, argv, _arguments, num_default=10_000)
+    if args.anomaly is not None:
+        return _score_anomalies(args, model)
     if (args.ckpt is None) == (args.samples is None):
         raise ValueError("give exactly one of --ckpt (a checkpoint to sample) and --samples (an .npz of samples)")
+    if args.data is None:
+        raise ValueError("--data is required: the reference dataset (Hub id or local path; a text file for LMs)")
     if args.num < 2 or args.kid_subset_size < 2:
         raise ValueError("--num and --kid-subset-size must be >= 2")
     if isinstance(model, TextModel):
@@ -172,6 +182,17 @@ def main(argv: list[str] | None = None) -> None:
         nll_model=model if isinstance(model, Likelihood) and not args.skip_nll else None,
     )  # fmt: skip
     _report(args, record)
+
+
+def _score_anomalies(args, model) -> None:
+    from genlit.commands.anomaly import anomaly_record, write_anomaly
+
+    if model is None:
+        raise ValueError("--anomaly needs --ckpt: the likelihood model (VAE, PixelCNN or flow) that scores the images")
+    record, arrays = anomaly_record(
+        model, args.anomaly, args.background, args.anomalous_classes, args.batch_size, str(args.ckpt)
+    )
+    write_anomaly(Path(args.out) if args.out else Path(args.anomaly).with_suffix(".scores.npz"), record, arrays)
 
 
 def load_extractor(

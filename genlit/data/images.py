@@ -60,13 +60,16 @@ def augment_images(
     crop_padding: int = 0,
     padding_mode: PaddingMode = "reflect",
     generator: torch.Generator | None = None,
+    mutation_rate: float = 0.0,
 ) -> Tensor:
-    """Randomly flip and crop a batch (B, C, H, W) on its own device; every image draws its own choices.
+    """Randomly flip, crop and mutate a batch (B, C, H, W) on its own device; every image draws its own choices.
 
     ``hflip`` mirrors each image left-right with probability 1/2. ``crop_padding`` p > 0 pads by p pixels
     (``reflect``, or ``zeros`` = black, i.e. -1 in model space) and takes a random H x W window: the
-    CIFAR augmentation of He et al. 2016 (https://arxiv.org/abs/1512.03385, section 4.2).
-    ``generator`` must live on ``x.device``.
+    CIFAR augmentation of He et al. 2016 (https://arxiv.org/abs/1512.03385, section 4.2). ``mutation_rate`` m
+    replaces each pixel (all its channels) with probability m by a uniformly drawn 8-bit colour: the input
+    perturbation that trains a background model for likelihood-ratio anomaly scores (Ren et al. 2019,
+    https://arxiv.org/abs/1906.02845, section 4). ``generator`` must live on ``x.device``.
     """
     b, c, h, w = x.shape
     dev = x.device
@@ -86,6 +89,10 @@ def augment_images(
         batch = torch.arange(b, device=dev)[:, None, None, None]  # (B, 1, 1, 1)
         chans = torch.arange(c, device=dev)[None, :, None, None]  # (1, C, 1, 1)
         x = padded[batch, chans, rows, cols]  # (B, C, H, W)
+    if mutation_rate > 0:
+        mutate = torch.rand(b, 1, h, w, device=dev, generator=generator) < mutation_rate  # (B, 1, H, W)
+        levels = torch.randint(0, 256, (b, c, h, w), device=dev, generator=generator)  # (B, C, H, W)
+        x = torch.where(mutate, levels / 127.5 - 1.0, x)  # (B, C, H, W)
     return x
 
 
@@ -134,7 +141,9 @@ class ImageDataModule(L.LightningDataModule):
     the ``datasets`` cache (default ``$HF_DATASETS_CACHE``). ``held_out_classes`` are removed from train
     and validation but kept in test (anomaly detection: train on normal classes, score the held-out ones).
     ``train_limit`` keeps the first N training images after the validation carve-out (a limited-data
-    experiment such as ADA on 1,000 images; memory and disk storage).
+    experiment such as ADA on 1,000 images; memory and disk storage). ``mutation_rate`` replaces that share of
+    the training pixels by random colours, afresh each step (:func:`augment_images`): the background model of a
+    likelihood-ratio anomaly score (Ren et al. 2019; they found 0.1-0.3 best).
     """
 
     def __init__(
@@ -162,6 +171,7 @@ class ImageDataModule(L.LightningDataModule):
         storage: Storage = "memory",
         shuffle_buffer: int = 10_000,
         train_limit: int | None = None,
+        mutation_rate: float = 0.0,
     ) -> None:
         super().__init__()
         # num_classes is left out: the model's linked num_classes is the one record of it in the hparams
@@ -196,6 +206,8 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError("held_out_classes needs labels; set --data.label_column")
         if hp.train_limit is not None and (hp.train_limit < 1 or hp.storage == "stream"):
             raise ValueError(f"train_limit {hp.train_limit} must be >= 1 and needs memory or disk storage, not stream")
+        if not 0.0 <= hp.mutation_rate < 1.0:
+            raise ValueError(f"mutation_rate {hp.mutation_rate} must lie in [0, 1) (Ren et al. use 0.1-0.3)")
         if num_classes is not None and num_classes < 0:
             raise ValueError(f"num_classes {num_classes} must be >= 0 (0 = unconditional)")
 
@@ -480,12 +492,15 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self._test, "test")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """On the device: uint8 -> float in [-1, 1]; flips/crops only while the trainer is training."""
+        """On the device: uint8 -> float in [-1, 1]; flips/crops/mutations only while the trainer is training."""
         x, y = batch
         x = to_model_space(x)  # (B, C, H, W)
         hp = self.hparams
-        if self.trainer is not None and self.trainer.training and (hp.hflip or hp.random_crop_padding > 0):
-            x = augment_images(x, hp.hflip, hp.random_crop_padding, hp.padding_mode)  # (B, C, H, W)
+        augments = hp.hflip or hp.random_crop_padding > 0 or hp.mutation_rate > 0
+        if self.trainer is not None and self.trainer.training and augments:
+            x = augment_images(
+                x, hp.hflip, hp.random_crop_padding, hp.padding_mode, mutation_rate=hp.mutation_rate
+            )  # (B, C, H, W)
         return x, y
 
 

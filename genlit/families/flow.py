@@ -28,6 +28,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
+from genlit.families.anomaly import AnomalyScoring
 from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, ShapeNetFactory
 from genlit.objectives.dequantization import (
     dequantized_nll,
@@ -43,7 +44,7 @@ from genlit.seeding import SampleRNG
 Preprocessing = Literal["logit", "center"]
 
 
-class Flow(GenerativeFamily):
+class Flow(AnomalyScoring, GenerativeFamily):
     """A normalizing flow with the bijective net passed in, trained by maximum likelihood on 8-bit images.
 
     Args:
@@ -57,6 +58,8 @@ class Flow(GenerativeFamily):
         logit_alpha: alpha of the logit transform, in (0, 0.5) (RealNVP: 0.05).
         nll_samples: dequantizations per image of ``test/nll`` (and :meth:`nll`): k > 1 gives the
             importance-weighted bound, a little tighter; training and validation use one.
+        anomaly_background: checkpoint of a background Flow for the likelihood-ratio anomaly score
+            (:mod:`genlit.families.anomaly`); usually given at test time.
         optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
         on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
@@ -77,6 +80,7 @@ class Flow(GenerativeFamily):
         preprocessing: Preprocessing = "logit",
         logit_alpha: float = 0.05,
         nll_samples: int = 1,
+        anomaly_background: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         on_nonfinite: NonFinitePolicy = "stop",
@@ -87,6 +91,7 @@ class Flow(GenerativeFamily):
         self.data_shape = tuple(data_shape)
         self.net = net(self.data_shape, 0)
         self.num_dims = math.prod(self.data_shape)
+        self.init_anomaly_scoring()
 
     # ----------------------------------------------------------------------------- the change of variables
     def preprocess(self, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,10 +119,14 @@ class Flow(GenerativeFamily):
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
         samples: int | None = None,
+        batch_idx: int | None = None,
     ) -> Tensor:
         """The discrete NLL bound in nats per image (B,) of 8-bit model-space data x (B, *data_shape):
         ``-log p_y(y) + D log 256`` over ``samples`` uniform dequantizations y (default ``nll_samples``; more
-        than one: the importance-weighted bound). ``generator`` (on x's device) draws the dequantization."""
+        than one: the importance-weighted bound). ``generator`` (on x's device) draws the dequantization; without
+        one, ``batch_idx`` seeds it as test batch ``batch_idx`` (the same draw every time), else it is fresh."""
+        if generator is None and batch_idx is not None:
+            generator = self._seeded(x, batch_idx)
         levels = to_levels(x)  # (B, *data_shape)
         k = self.hparams.nll_samples if samples is None else samples
         log_p = torch.stack([self.log_density(uniform_dequantize(levels, generator)) for _ in range(k)])  # (k, B)
@@ -167,11 +176,12 @@ class Flow(GenerativeFamily):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """``test/nll`` (nats per image) and ``test/nll_bits_per_dim`` with ``nll_samples`` seeded
-        dequantizations per image."""
-        x, _ = batch
-        nll = self.nll(x, generator=self._seeded(x, batch_idx))
+        dequantizations per image, and the anomaly AUROCs when the DataModule holds classes out."""
+        x, y = batch
+        nll = self.nll(x, batch_idx=batch_idx)
         values = {"test/nll": nll.mean(), "test/nll_bits_per_dim": self.bits_per_dim(nll).mean()}
         self.log_dict(values, sync_dist=True, batch_size=len(x))
+        self.log_anomaly_aurocs(x, y, nll, batch_idx)
 
     @staticmethod
     def _seeded(x: Tensor, batch_idx: int) -> torch.Generator:

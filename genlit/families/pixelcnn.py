@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from genlit.data.images import to_model_space
+from genlit.families.anomaly import AnomalyScoring
 from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy
 from genlit.families.token_sampling import check_sampling_options, sample_next
 from genlit.objectives.dequantization import NUM_LEVELS, to_levels
@@ -40,7 +41,7 @@ SamplingCache = Literal["none", "rows", "stacks"]
 SAMPLING_CACHES: tuple[str, ...] = get_args(SamplingCache)
 
 
-class PixelCNN(GenerativeFamily):
+class PixelCNN(AnomalyScoring, GenerativeFamily):
     """An autoregressive image model over discrete pixels with the net passed in.
 
     Args:
@@ -55,6 +56,8 @@ class PixelCNN(GenerativeFamily):
             once, with a fixed seed per batch) or ``categorical`` (256 levels per sub-pixel).
         ema_decay: decay of an EMA of the net used by validation, test, ``nll`` and sampling (Polyak averaging, as
             PixelCNN++), warmed up from the start of training; 0 (default) keeps none.
+        anomaly_background: checkpoint of a background PixelCNN for the likelihood-ratio anomaly score
+            (:mod:`genlit.families.anomaly`); usually given at test time.
         optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
         on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
@@ -74,6 +77,7 @@ class PixelCNN(GenerativeFamily):
         conditional: bool = False,
         likelihood: PixelLikelihood = "bernoulli",
         ema_decay: float = 0.0,
+        anomaly_background: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         on_nonfinite: NonFinitePolicy = "stop",
@@ -90,6 +94,7 @@ class PixelCNN(GenerativeFamily):
         self.net = net(self.data_shape, num_classes if conditional else 0, self.levels)
         self.keep_ema("net", ema_decay)
         self.num_dims = int(torch.tensor(self.data_shape).prod())
+        self.init_anomaly_scoring()
 
     # ------------------------------------------------------------------------------------------ likelihood
     def prepare(self, x: Tensor, stage: str, batch_idx: int = 0) -> tuple[Tensor, Tensor]:
@@ -108,11 +113,11 @@ class PixelCNN(GenerativeFamily):
         """The exact ``-log p(target)`` in nats per example (B,) with the net's current weights."""
         return pixel_nll(self.hparams.likelihood, self.logits(x_in, labels), target)
 
-    def nll(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The exact test NLL in nats per example (B,) of model-space data x (B, C, H, W) (binarized as a test
-        batch under a Bernoulli likelihood), with the EMA net where there is one."""
+    def nll(self, x: Tensor, labels: Tensor | None = None, batch_idx: int = 0) -> Tensor:
+        """The exact test NLL in nats per example (B,) of model-space data x (B, C, H, W) (binarized as test batch
+        ``batch_idx`` under a Bernoulli likelihood), with the EMA net where there is one."""
         with self.ema_weights():
-            return self.nll_of(*self.prepare(x, "test"), labels)
+            return self.nll_of(*self.prepare(x, "test", batch_idx), labels)
 
     def bits_per_dim(self, nats: Tensor) -> Tensor:
         """Nats per example (B,) in bits per sub-pixel: ``nats / (D ln 2)``, D = C * H * W."""
@@ -215,9 +220,10 @@ class PixelCNN(GenerativeFamily):
         self.log_dict(values, sync_dist=True, batch_size=x.shape[0])
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """``test/nll`` (exact, nats per image) and ``test/nll_bits_per_dim`` of the EMA net (where there is one)."""
+        """``test/nll`` (exact, nats per image) and ``test/nll_bits_per_dim`` of the EMA net (where there is one), and
+        the anomaly AUROCs when the DataModule holds classes out."""
         x, y = batch
-        with self.ema_weights():
-            nll = self.nll_of(*self.prepare(x, "test", batch_idx), y if self.conditional else None).mean()
-        values = {"test/nll": nll, "test/nll_bits_per_dim": self.bits_per_dim(nll)}
+        nll = self.nll(x, y if self.conditional else None, batch_idx=batch_idx)  # (B,)
+        values = {"test/nll": nll.mean(), "test/nll_bits_per_dim": self.bits_per_dim(nll.mean())}
         self.log_dict(values, sync_dist=True, batch_size=x.shape[0])
+        self.log_anomaly_aurocs(x, y, nll, batch_idx)

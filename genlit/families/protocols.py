@@ -81,6 +81,18 @@ class Likelihood(Protocol):
 
 
 @runtime_checkable
+class AnomalyScorer(Likelihood, Protocol):
+    """Per-example anomaly scores of images beside the likelihood (:mod:`genlit.families.anomaly`): a dict of
+    (B,) tensors, higher = more anomalous."""
+
+    data_shape: tuple[int, ...]
+
+    def anomaly_scores(
+        self, x: Tensor, labels: Tensor | None = None, nll: Tensor | None = None, batch_idx: int = 0
+    ) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
 class TextModel(Protocol):
     """Text in, text out: a tokenizer stored with the model, prompts, streamed generation, per-token NLL."""
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics.classification import BinaryAUROC
 
+from genlit.families.anomaly import AnomalyScoring
 from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, is_sample_request
 from genlit.objectives.elbo import (
     LikelihoodName,
@@ -39,7 +39,7 @@ VAENetFactory = Callable[[tuple[int, ...], int, int], nn.Module]
 """A net class taking ``(data_shape, num_classes, latent_dim)``; YAML gives its other init_args."""
 
 
-class VAE(GenerativeFamily):
+class VAE(AnomalyScoring, GenerativeFamily):
     """Variational autoencoder with encoder and decoder nets passed in.
 
     Args:
@@ -59,6 +59,8 @@ class VAE(GenerativeFamily):
             (Bowman et al. 2016; Sønderby et al. 2016); 0 disables it.
         free_bits: nats per latent dimension below which the KL is not penalised (Kingma et al. 2016).
         iw_samples: importance samples k of ``test/nll`` (and anomaly scores).
+        anomaly_background: checkpoint of a background VAE for the likelihood-ratio anomaly score
+            (:mod:`genlit.families.anomaly`); usually given at test time.
         iw_chunk: samples decoded at once while computing the bound (memory/speed trade-off).
         optimizer / lr_scheduler: factories; the scheduler is stepped every optimizer step.
         on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
@@ -83,6 +85,7 @@ class VAE(GenerativeFamily):
         free_bits: float = 0.0,
         iw_samples: int = 1000,
         iw_chunk: int = 100,
+        anomaly_background: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         on_nonfinite: NonFinitePolicy = "stop",
@@ -102,7 +105,7 @@ class VAE(GenerativeFamily):
             self.register_buffer("log_scale", log_scale)
         self.num_dims = int(torch.tensor(self.data_shape).prod())
         self.dequantization = 0.0 if likelihood == "bernoulli" else uniform_dequantization_offset(1)
-        self.test_auroc = BinaryAUROC()
+        self.init_anomaly_scoring()
 
     # ------------------------------------------------------------------------------------ model pieces
     def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -162,12 +165,15 @@ class VAE(GenerativeFamily):
         warmup = self.hparams.kl_warmup_steps
         return self.hparams.beta * (min(1.0, step / warmup) if warmup > 0 else 1.0)
 
-    def importance_weighted_bound(self, x_in: Tensor, target: Tensor, labels: Tensor | None, k: int) -> Tensor:
-        """IWAE bound L_k on log p(x) in nats, (B,), from ``k`` posterior samples decoded in chunks."""
+    def importance_weighted_bound(
+        self, x_in: Tensor, target: Tensor, labels: Tensor | None, k: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """IWAE bound L_k on log p(x) in nats, (B,), from ``k`` posterior samples decoded in chunks (drawn with
+        ``generator``, on x's device, if given)."""
         mu, logvar = self.encode(x_in, labels)  # (B, Z)
         log_px, log_pz, log_qz = [], [], []
         for start in range(0, k, self.hparams.iw_chunk):
-            z = reparameterize(mu, logvar, k=min(self.hparams.iw_chunk, k - start))  # (c, B, Z)
+            z = reparameterize(mu, logvar, generator, k=min(self.hparams.iw_chunk, k - start))  # (c, B, Z)
             c, b = z.shape[:2]
             chunk_labels = None if labels is None else self._labels(labels).repeat(c)  # (c*B,)
             params = self.decoder(z.reshape(c * b, -1), chunk_labels).reshape(c, b, *self.data_shape)
@@ -176,14 +182,13 @@ class VAE(GenerativeFamily):
             log_qz.append(log_normal(z, mu, logvar))  # (c, B)
         return iw_bound(torch.cat(log_px), torch.cat(log_pz), torch.cat(log_qz))  # (B,)
 
-    def anomaly_score(self, x: Tensor, labels: Tensor | None = None, k: int | None = None) -> Tensor:
-        """Per-example anomaly score: the negative IW bound (k samples; k=1 gives the negative ELBO), (B,)."""
-        x_in, target = self.prepare(x, "test")
-        return -self.importance_weighted_bound(x_in, target, labels, k or self.hparams.iw_samples)
-
-    def nll(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The test NLL bound in nats per example (B,): the negative IW bound with ``iw_samples`` samples."""
-        return self.anomaly_score(x, labels)
+    def nll(self, x: Tensor, labels: Tensor | None = None, k: int | None = None, batch_idx: int = 0) -> Tensor:
+        """The test NLL bound in nats per example (B,) of model-space x: the negative IW bound with ``k`` samples
+        (default ``iw_samples``; k=1 gives the negative ELBO). Binarization (Bernoulli) and the posterior samples are
+        drawn as for test batch ``batch_idx``: the same every time, so scores and figures compare across runs."""
+        x_in, target = self.prepare(x, "test", batch_idx)
+        generator = torch.Generator(device=x.device).manual_seed(7_919 * batch_idx + 3)
+        return -self.importance_weighted_bound(x_in, target, labels, k or self.hparams.iw_samples, generator)
 
     # ------------------------------------------------------------------------------------------ steps
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -205,41 +210,26 @@ class VAE(GenerativeFamily):
         self.log_dict(values, sync_dist=True, batch_size=x.shape[0])
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """``test/nll`` (IW bound, k=iw_samples) in nats and bits/dim, the ELBO, and the anomaly AUROC."""
+        """``test/nll`` (IW bound, k=iw_samples) in nats and bits/dim, the ELBO, and the anomaly AUROCs."""
         x, y = batch
         labels = y if self.conditional else None
-        x_in, target = self.prepare(x, "test", batch_idx)
-        nll = -self.importance_weighted_bound(x_in, target, labels, self.hparams.iw_samples)  # (B,)
-        terms = self.elbo_terms(x_in, target, labels)
+        nll = self.nll(x, labels, batch_idx=batch_idx)  # (B,)
+        terms = self.elbo_terms(*self.prepare(x, "test", batch_idx), labels)
         values = {
             "test/nll": nll.mean(),
             "test/nll_bits_per_dim": self._bits_per_dim(nll).mean(),
             "test/elbo": -(terms["recon"] + terms["kl"]).mean(),
         }
         self.log_dict(values, sync_dist=True, batch_size=x.shape[0])
-        held_out = self._held_out_classes()
-        if held_out:
-            self.update_anomaly_auroc(nll, y, held_out)
-            self.log("test/anomaly_auroc", self.test_auroc, on_step=False, on_epoch=True)
-
-    def update_anomaly_auroc(self, nll: Tensor, labels: Tensor, held_out_classes: list[int]) -> None:
-        """Add per-example NLLs (B,) to the AUROC of held-out classes (positives) against the rest."""
-        is_anomaly = torch.isin(labels, torch.as_tensor(held_out_classes, device=labels.device)).long()  # (B,)
-        # a strictly increasing map into (0, 1): AUROC is unchanged, and torchmetrics would otherwise
-        # read scores outside [0, 1] as logits and squash them all to 1.0
-        self.test_auroc.update(torch.sigmoid(nll / self.num_dims), is_anomaly)
-
-    def _held_out_classes(self) -> list[int]:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        return list(getattr(datamodule, "held_out_classes", None) or [])
+        self.log_anomaly_aurocs(x, y, nll, batch_idx)
 
     def predict_step(self, batch, batch_idx: int = 0):
-        """Samples for a sample request (as every family); per-example anomaly scores (the negative IW bound)
-        for a batch of data."""
+        """Samples for a sample request (as every family); per-example NLL bounds (the raw anomaly score) for a
+        batch of data."""
         if is_sample_request(batch):
             return super().predict_step(batch, batch_idx)
         x, y = batch
-        return self.anomaly_score(x, y if self.conditional else None)
+        return self.nll(x, y if self.conditional else None)
 
     def _summaries(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
         recon, kl = terms["recon"].mean(), terms["kl"].mean()  # bits/dim is affine: the mean's = the means'
