@@ -18,9 +18,10 @@ from torch import Tensor, nn
 from genlit.checkpoints import load_family
 from genlit.families.protocols import Reconstructs
 from genlit.imaging import to_uint8
-from genlit.metrics.anomaly import AnomalyAUROC, anomaly_scores, png_bits
+from genlit.metrics.anomaly import AnomalyAUROC, anomaly_scores, class_marginal, png_bits
 
 _ESTIMATE_SETTINGS = ("iw_samples", "iw_chunk", "nll_samples")  # the background's estimate follows the model's
+TRAINED_CLASSES_KEY = "genlit_trained_classes"  # a conditional model's checkpoint: the classes it was trained on
 
 
 class AnomalyScoring:
@@ -36,27 +37,62 @@ class AnomalyScoring:
     def init_anomaly_scoring(self) -> None:
         """Create the AUROC metrics (child modules, so they follow the device and sync under DDP)."""
         self.anomaly_auroc = AnomalyAUROC()
+        self._trained_classes: list[int] | None = None
         self._background_cache: list[nn.Module] = []  # a list keeps it out of the state_dict and the parameters
 
-    def anomaly_scores(
-        self, x: Tensor, labels: Tensor | None = None, nll: Tensor | None = None, batch_idx: int = 0
-    ) -> dict[str, Tensor]:
+    def anomaly_scores(self, x: Tensor, nll: Tensor | None = None, batch_idx: int = 0) -> dict[str, Tensor]:
         """Per-example scores (B,) each, higher = more anomalous, of model-space images x (B, C, H, W):
         :func:`~genlit.metrics.anomaly.anomaly_scores`. ``nll`` (B,) is reused if the caller has it (the same
-        ``batch_idx``)."""
-        nll = self.nll(x, labels, batch_idx=batch_idx) if nll is None else nll
+        ``batch_idx``). A conditional model never sees the images' labels (an anomaly's class is one it was not
+        trained on): its NLL is the marginal over its trained classes, and it adds the class ambiguity."""
+        ambiguity = labels = None
+        if self.conditional:
+            nll, ambiguity, labels = self._marginal_nll(self, x, batch_idx)
+        elif nll is None:
+            nll = self.nll(x, None, batch_idx=batch_idx)
         background = self.background_model()
         background_nll = None
         if background is not None:
-            background_nll = background.nll(x, labels if background.conditional else None, batch_idx=batch_idx)
+            if background.conditional:
+                background_nll = self._marginal_nll(background, x, batch_idx)[0]
+            else:
+                background_nll = background.nll(x, None, batch_idx=batch_idx)
         reconstruction = None
         if isinstance(self, Reconstructs):
             reconstruction = (self.reconstruct(x, labels) - x).square().flatten(1).mean(1)  # (B,)
         compressed = png_bits(*self.scored_images(x, batch_idx)).to(x.device)  # (B,) PNG length of what nll scores
         return anomaly_scores(
             nll, self.num_dims, background_nll=background_nll, compressed_bits=compressed,
-            reconstruction_error=reconstruction,
+            reconstruction_error=reconstruction, class_ambiguity=ambiguity,
         )  # fmt: skip
+
+    def _marginal_nll(self, model, x: Tensor, batch_idx: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(the marginal NLL, the class ambiguity, the best class) (B,) each of a conditional ``model`` over this
+        model's trained classes."""
+        classes = torch.as_tensor(self.trained_classes(), device=x.device)  # (K,)
+        if len(classes) < 2:
+            raise ValueError(f"a conditional model scores anomalies over its trained classes; it has {len(classes)}")
+        class_nll = torch.stack([model.nll(x, c.expand(len(x)), batch_idx=batch_idx) for c in classes])  # (K, B)
+        nll, ambiguity = class_marginal(class_nll)
+        return nll, ambiguity, classes[class_nll.argmin(0)]
+
+    def trained_classes(self) -> list[int]:
+        """The classes a conditional model was trained on: all but the DataModule's held-out classes (as recorded in
+        its checkpoint when there is no DataModule), else all ``num_classes``."""
+        held_out = self.held_out_classes()
+        if not held_out and getattr(self, "_trained_classes", None) is not None:
+            return list(self._trained_classes)
+        return [c for c in range(self.num_classes) if c not in held_out]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Also record the classes the model was trained on (anomaly scoring without the DataModule)."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[TRAINED_CLASSES_KEY] = self.trained_classes()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Take back the trained classes (older checkpoints have none: all classes)."""
+        super().on_load_checkpoint(checkpoint)
+        self._trained_classes = checkpoint.get(TRAINED_CLASSES_KEY)
 
     def scored_images(self, x: Tensor, batch_idx: int = 0) -> tuple[Tensor, bool]:
         """The uint8 images (B, C, H, W) whose likelihood :meth:`nll` measures, and whether they are 0/1 (bilevel):
@@ -73,7 +109,7 @@ class AnomalyScoring:
         if not held_out:
             return
         with torch.no_grad():
-            scores = self.anomaly_scores(x, y if self.conditional else None, nll=nll, batch_idx=batch_idx)
+            scores = self.anomaly_scores(x, nll=nll, batch_idx=batch_idx)
         is_anomaly = torch.isin(y, torch.as_tensor(held_out, device=y.device))  # (B,)
         self.anomaly_auroc.add_scores(scores, is_anomaly)
         for name in scores:

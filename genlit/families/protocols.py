@@ -87,9 +87,7 @@ class AnomalyScorer(Likelihood, Protocol):
 
     data_shape: tuple[int, ...]
 
-    def anomaly_scores(
-        self, x: Tensor, labels: Tensor | None = None, nll: Tensor | None = None, batch_idx: int = 0
-    ) -> dict[str, Tensor]: ...
+    def anomaly_scores(self, x: Tensor, nll: Tensor | None = None, batch_idx: int = 0) -> dict[str, Tensor]: ...
 
 
 @runtime_checkable

@@ -11,7 +11,11 @@ https://arxiv.org/abs/1810.09136). Two corrections remove what the likelihood ow
   bits of the image under a generic lossless compressor (PNG here, the paper's first choice), a universal
   model's code length standing in for the background.
 
-And **reconstruction error** for models with a bottleneck (VAE): the mean squared error of the reconstruction.
+And **reconstruction error** for models with a bottleneck (VAE): the mean squared error of the reconstruction. A
+class-conditional model trained on the normal classes is also a generative classifier (Bayes' rule over its class
+likelihoods, uniform prior): **class ambiguity**, the log-odds that an image belongs to none of its best class,
+log(1 - p(y*|x)) - log p(y*|x), is high for an image no normal class explains better than the others (the
+maximum-softmax baseline of Hendrycks & Gimpel 2017, https://arxiv.org/abs/1610.02136, from a generative model).
 Every score is "higher = more anomalous" and per dimension (bits or squared error per pixel value), so scores of
 images of one size compare across models.
 """
@@ -27,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 from torchmetrics.classification import BinaryAUROC
 
-SCORES = ("nll", "likelihood_ratio", "complexity", "reconstruction")
+SCORES = ("nll", "likelihood_ratio", "complexity", "reconstruction", "class_ambiguity")
 """The scores genlit reports, in the order of its tables (``test/anomaly_auroc_<score>``)."""
 
 
@@ -53,6 +57,19 @@ def _png_length(array: np.ndarray) -> int:
     return buffer.getbuffer().nbytes
 
 
+def class_marginal(class_nll: Tensor) -> tuple[Tensor, Tensor]:
+    """(the marginal NLL (B,), the class ambiguity (B,)) of per-class NLLs (K, B) in nats, K >= 2 classes with a
+    uniform prior: ``-log(sum_y p(x|y) / K)`` and ``log(1 - p(y*|x)) - log p(y*|x)``, computed in log space."""
+    if class_nll.ndim != 2 or class_nll.shape[0] < 2:
+        raise ValueError(f"class_marginal needs NLLs of K >= 2 classes, (K, B); got {tuple(class_nll.shape)}")
+    log_px_y = -class_nll.double()  # (K, B)
+    nll = -(torch.logsumexp(log_px_y, 0) - math.log(class_nll.shape[0]))  # (B,)
+    best = log_px_y.max(0)  # (B,) values and indices
+    others = log_px_y.scatter(0, best.indices[None], float("-inf"))  # (K, B) the best class left out
+    ambiguity = torch.logsumexp(others, 0) - best.values  # (B,)
+    return nll.to(class_nll.dtype), ambiguity.to(class_nll.dtype)
+
+
 def anomaly_scores(
     nll: Tensor,
     num_dims: int,
@@ -60,11 +77,12 @@ def anomaly_scores(
     background_nll: Tensor | None = None,
     compressed_bits: Tensor | None = None,
     reconstruction_error: Tensor | None = None,
+    class_ambiguity: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Per-example scores (B,) each, higher = more anomalous, per dimension: ``nll`` (bits/dim of the model's NLL
     in nats), ``likelihood_ratio`` (the model's minus the background's, bits/dim), ``complexity`` (NLL bits minus
-    the compressed length, per dim) and ``reconstruction`` (as given: mean squared error per value). A score whose
-    input is None is left out."""
+    the compressed length, per dim), ``reconstruction`` (as given: mean squared error per value) and
+    ``class_ambiguity`` (as given: log-odds, :func:`class_marginal`). A score whose input is None is left out."""
     to_bits = 1.0 / (num_dims * math.log(2))
     scores = {"nll": nll * to_bits}
     if background_nll is not None:
@@ -73,15 +91,18 @@ def anomaly_scores(
         scores["complexity"] = nll * to_bits - compressed_bits.to(nll) / num_dims
     if reconstruction_error is not None:
         scores["reconstruction"] = reconstruction_error
+    if class_ambiguity is not None:
+        scores["class_ambiguity"] = class_ambiguity
     return scores
 
 
 class AnomalyAUROC(torch.nn.ModuleDict):
     """One torchmetrics ``BinaryAUROC`` per score (keys of :data:`SCORES`): held-out classes are the positives.
 
-    Scores are squashed by a sigmoid before they reach torchmetrics, which reads values outside [0, 1] as logits
-    batch by batch (a batch that happened to lie in [0, 1] would be read differently). The sigmoid is strictly
-    increasing, so the AUROC is the scores' own; per-dimension scores sit well inside its float32 range.
+    Scores are squashed into (0, 1) by ``1/2 + atan(s)/pi`` before they reach torchmetrics, which reads values
+    outside [0, 1] as logits batch by batch (a batch that happened to lie in [0, 1] would be read differently). The
+    map is strictly increasing, so the AUROC is the scores' own, and its tails fall as 1/s rather than a sigmoid's
+    exp(-s), so log-odds of -100 stay distinct from -200 in float32.
     """
 
     def __init__(self) -> None:
@@ -90,4 +111,4 @@ class AnomalyAUROC(torch.nn.ModuleDict):
     def add_scores(self, scores: dict[str, Tensor], is_anomaly: Tensor) -> None:
         """Add per-example scores (B,) for each name and the 0/1 targets (B,)."""
         for name, score in scores.items():
-            self[name].update(torch.sigmoid(score.double()).float(), is_anomaly.long())
+            self[name].update((0.5 + torch.atan(score.double()) / math.pi).float(), is_anomaly.long())

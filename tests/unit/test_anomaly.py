@@ -11,7 +11,7 @@ import torch
 from genlit import VAE
 from genlit.data.images import augment_images
 from genlit.families.pixelcnn import PixelCNN
-from genlit.metrics.anomaly import SCORES, AnomalyAUROC, anomaly_scores, png_bits
+from genlit.metrics.anomaly import SCORES, AnomalyAUROC, anomaly_scores, class_marginal, png_bits
 from genlit.nets.mlp_vae import MLPDecoder, MLPEncoder
 from genlit.nets.pixelcnn import GatedPixelCNN
 
@@ -44,7 +44,7 @@ def test_scores_match_hand_computations():
     compressed = torch.tensor([80.0, 40.0], dtype=torch.float64)
     recon = torch.tensor([0.1, 0.2])
     scores = anomaly_scores(nll, 4, background_nll=background, compressed_bits=compressed, reconstruction_error=recon)
-    assert list(scores) == list(SCORES)
+    assert list(scores) == list(SCORES[:4])
     bits = nll / math.log(2) / 4
     torch.testing.assert_close(scores["nll"], bits)
     torch.testing.assert_close(scores["likelihood_ratio"], (nll - background) / math.log(2) / 4)
@@ -126,3 +126,35 @@ def test_mutation_replaces_the_given_share_of_pixels_by_8_bit_colours():
     assert changed.float().mean().item() == pytest.approx(0.25 * 255 / 256, abs=0.02)
     levels = (mutated + 1) * 127.5
     torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)  # 8-bit colours in model space
+
+
+def test_class_marginal_and_ambiguity_match_bayes_rule():
+    class_nll = torch.tensor([[10.0, 20.0], [10.0, 21.0], [12.0, 40.0]])  # (K=3, B=2) nats
+    nll, ambiguity = class_marginal(class_nll)
+    likelihoods = torch.exp(-class_nll.double())  # (3, 2)
+    torch.testing.assert_close(nll.double(), -torch.log(likelihoods.mean(0)))
+    posterior = likelihoods / likelihoods.sum(0)  # (3, 2) p(y | x), uniform prior
+    best = posterior.max(0).values
+    torch.testing.assert_close(ambiguity.double(), torch.log1p(-best) - torch.log(best))
+    assert ambiguity[0] > ambiguity[1]  # two classes explain the first image equally: more ambiguous
+    far = class_marginal(torch.tensor([[0.0], [500.0]]))[1]  # p(y*|x) = 1 - 1e-217: no underflow to -inf
+    assert torch.isfinite(far).all() and far.item() == pytest.approx(-500.0)
+    with pytest.raises(ValueError, match="K >= 2 classes"):
+        class_marginal(torch.zeros(1, 4))
+
+
+def test_a_conditional_model_scores_without_labels_over_its_trained_classes():
+    torch.manual_seed(0)
+    model = tiny_pixelcnn(conditional=True, num_classes=4)
+    model._trained_classes = [0, 1, 3]  # as a checkpoint of a run without the class 2 records it
+    x = images()
+    with torch.no_grad():
+        scores = model.anomaly_scores(x, batch_idx=1)
+        class_nll = torch.stack([model.nll(x, torch.full((6,), c), batch_idx=1) for c in (0, 1, 3)])  # (3, 6)
+    assert set(scores) == {"nll", "complexity", "class_ambiguity"}
+    nll, ambiguity = class_marginal(class_nll)
+    torch.testing.assert_close(scores["class_ambiguity"], ambiguity)
+    torch.testing.assert_close(scores["nll"], nll / (SHAPE[1] * SHAPE[2] * math.log(2)))
+    checkpoint = {}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["genlit_trained_classes"] == [0, 1, 3]
