@@ -2,7 +2,7 @@
 
 - :func:`fit` trains an experiment YAML with keyword overrides through the same ``GenlitCLI`` as ``genlit fit``
   (same run folder, ``config.yaml``, checkpoints, resume) and returns a :class:`Run`.
-- :func:`load` gives a family back from a checkpoint or a run folder (safely: ``weights_only``).
+- :func:`load` gives a family back from a checkpoint, a run folder or an exported folder (safely: no code runs).
 - :func:`show` draws samples inline: images as a grid, 2-D points as a scatter, texts printed.
 - :func:`evaluate` measures samples, a model or a run against reference data (``genlit evaluate``'s figures).
 - :func:`runs` lists the run folders under a root as a DataFrame; :func:`plot` draws runs' curves (``genlit plot``).
@@ -122,18 +122,19 @@ def fit(
 
 
 def load(path: str | Path, device: str | torch.device = "cpu"):
-    """The family stored in a checkpoint, or in a run folder's newest checkpoint, in eval mode on ``device``.
-    Loaded with ``weights_only=True``: a checkpoint naming anything genlit does not write is refused."""
-    from genlit.checkpoints import load_family
+    """The family stored in a checkpoint, in a run folder's newest checkpoint, or in a folder written by
+    ``genlit export`` (config.json and model.safetensors, no pickle), in eval mode on ``device``. Checkpoints are
+    loaded with ``weights_only=True``: one naming anything genlit does not write is refused."""
+    from genlit.checkpoints import is_exported, load_family
     from genlit.commands.runs import newest_checkpoint
 
     path = Path(path).expanduser()
-    if path.is_dir():
+    if path.is_dir() and not is_exported(path):
         found = newest_checkpoint(path)
         if found is None:
             raise FileNotFoundError(f"run folder {path} has no checkpoint (checkpoints/*.ckpt); train it longer")
         path = found
-    elif not path.is_file():
+    elif not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"no checkpoint or run folder at {path}")
     return load_family(str(path)).to(device).eval()
 

@@ -10,14 +10,23 @@ beyond tensors and plain containers are those genlit writes (:func:`allowed_glob
 (the net factories, schedules and samplers of modules built in Python), ``functools.partial`` of them, torch
 optimizer and LR-scheduler classes and ``pathlib`` paths. Any other object (``os.system`` in a crafted pickle)
 is refused, by name, before anything is unpickled.
+
+A folder written by ``genlit export`` holds no pickle at all: ``config.json`` (the class path and hyperparameters,
+with the nets as ``class_path``/``init_args``) and ``model.safetensors`` (the weights). :func:`load_exported`
+rebuilds the module from them as ``load_from_checkpoint`` rebuilds a ``genlit fit`` checkpoint, after checking that
+every class the config names is one genlit writes (:func:`allowed_global`); :func:`load_family` takes either.
+:func:`read_weights` gives the named tensors of either (``init_from``, :mod:`genlit.families.transfer`).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
+import json
 import os
+import re
 from pathlib import Path
 
 import lightning as L
@@ -25,6 +34,10 @@ import torch
 
 SAFE_NAMES = frozenset({"functools.partial", "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath"})
 SAFE_CLASS_MODULES = ("genlit.", "torch.optim.")
+DATAMODULE_KEY = "datamodule_hyper_parameters"  # where Lightning stores the DataModule's hyperparameters
+EXPORT_CONFIG, EXPORT_WEIGHTS = "config.json", "model.safetensors"  # what genlit export writes into its folder
+EXPORT_FORMAT = "genlit-export/1"  # config.json's "format"
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")  # a value that could name a Python object
 
 
 def allowed_global(name: str) -> bool:
@@ -33,7 +46,7 @@ def allowed_global(name: str) -> bool:
     if name in SAFE_NAMES:
         return True
     module, _, attribute = name.rpartition(".")
-    if not module.startswith(SAFE_CLASS_MODULES):
+    if not f"{module}.".startswith(SAFE_CLASS_MODULES):  # torch.optim.Adam (a config) as torch.optim.adam.Adam
         return False
     try:
         return inspect.isclass(getattr(importlib.import_module(module), attribute))
@@ -100,7 +113,9 @@ def _checked_objects(path: Path) -> list:
     """The allowed objects a checkpoint names (:func:`allowed_objects`), with clear errors for a missing or
     unreadable file."""
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass the path of a .ckpt file")
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; pass the path of a .ckpt file (or of a folder written by genlit export)"
+        )
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as err:  # noqa: BLE001 - any reading failure means the same thing to the user
@@ -120,10 +135,13 @@ def _read(path: Path, allowed: list, map_location, mmap: bool) -> dict:
 
 
 def load_family(ckpt: str | os.PathLike, map_location: str = "cpu", needs: str = "sample") -> L.LightningModule:
-    """Rebuild a genlit LightningModule from its checkpoint; a clear error unless it has the method ``needs``
-    (``sample`` for generative families, ``features`` for an evaluator). The checkpoint's names are checked
-    once; the class lookup maps the tensors rather than reading them, so the weights are read once."""
+    """Rebuild a genlit LightningModule from its checkpoint, or from a folder written by ``genlit export``
+    (:func:`load_exported`); a clear error unless it has the method ``needs`` (``sample`` for generative families,
+    ``features`` for an evaluator). The checkpoint's names are checked once; the class lookup maps the tensors
+    rather than reading them, so the weights are read once."""
     path = Path(ckpt)
+    if path.is_dir():
+        return load_exported(path, map_location, needs)
     allowed = _checked_objects(path)
     hparams = _read(path, allowed, "cpu", mmap=True).get("hyper_parameters") or {}
     family = family_class(path, hparams, needs)
@@ -148,3 +166,137 @@ def family_class(path: Path, hparams: dict, needs: str = "sample") -> type[L.Lig
         what = "a generative family" if needs == "sample" else f"a module with {needs}()"
         raise ValueError(f"{path} holds a {name}, which has no {needs}(); pass a checkpoint of {what}")
     return family
+
+
+# ---------------------------------------------------------------------------------------- exported folders
+def is_exported(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder written by ``genlit export`` (it holds its config or its weights)."""
+    path = Path(path)
+    return path.is_dir() and ((path / EXPORT_CONFIG).is_file() or (path / EXPORT_WEIGHTS).is_file())
+
+
+def read_weights(path: str | os.PathLike, option: str = "init_from") -> dict[str, torch.Tensor]:
+    """The named tensors of a genlit checkpoint (its state dict, mapped rather than read whole, with
+    ``weights_only=True``) or of a folder written by ``genlit export`` (its ``model.safetensors``); ``option``
+    names where the path came from in the errors."""
+    path = Path(path)
+    if path.is_dir():
+        return read_exported_weights(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {path}: no such checkpoint or exported folder")
+    return read_checkpoint(path, mmap=True)["state_dict"]
+
+
+def read_exported_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of an exported folder's ``model.safetensors`` (no pickle involved); clear errors when it is
+    missing or unreadable."""
+    from safetensors.torch import load_file
+
+    file = Path(folder) / EXPORT_WEIGHTS
+    if not file.is_file():
+        raise FileNotFoundError(f"{folder} has no {EXPORT_WEIGHTS} (the weights); export the model again")
+    try:
+        return load_file(file)
+    except Exception as err:  # noqa: BLE001 - any reading failure means the same thing to the user
+        raise ValueError(f"{file} is not a readable safetensors file (corrupt or truncated?): {err}") from None
+
+
+def read_export_config(folder: str | os.PathLike) -> dict:
+    """An exported folder's ``config.json``, checked: JSON, genlit's format, and no name of a Python object beyond
+    what genlit writes (:func:`allowed_global`); one clear error otherwise."""
+    file = Path(folder) / EXPORT_CONFIG
+    if not file.is_file():
+        raise FileNotFoundError(f"{folder} has no {EXPORT_CONFIG}; pass a folder written by genlit export")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not JSON ({err}); export the model again with genlit export") from None
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT or not isinstance(
+        config.get("class_path"), str) or not isinstance(config.get("hyper_parameters"), dict):  # fmt: skip
+        raise ValueError(f"{file} is not the config of a genlit export ({EXPORT_FORMAT}: format, class_path and "
+                         "hyper_parameters); export the model again with genlit export")  # fmt: skip
+    refused = _refused_name(config["hyper_parameters"])
+    if refused:
+        raise ValueError(f"{file} is refused: it names {refused}, which genlit exports never hold (building it "
+                         "could run code)")  # fmt: skip
+    return config
+
+
+def load_exported(folder: str | os.PathLike, map_location: str = "cpu", needs: str = "sample") -> L.LightningModule:
+    """Rebuild a module from a folder written by ``genlit export``: the class and hyperparameters of its
+    ``config.json`` (instantiated as ``load_from_checkpoint`` instantiates a ``genlit fit`` checkpoint's), the
+    weights of its ``model.safetensors`` and what the checkpoint stored beside them (a tokenizer). The weights are
+    the EMA's where the module kept one, so the module keeps no other EMA. Clear errors for a missing or tampered
+    file; nothing in it can run code."""
+    folder = Path(folder)
+    config = read_export_config(folder)
+    family = _exported_class(folder / EXPORT_CONFIG, config["class_path"], needs)
+    weights = read_exported_weights(folder)
+    module = _instantiate(family, config, folder / EXPORT_CONFIG)
+    if getattr(module, "ema", None) is not None:
+        module.ema = None  # one set of weights: the EMA's where there was one
+    try:
+        result = module.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shapes that disagree
+        detail = str(err).splitlines()[-1].strip()
+        raise ValueError(f"{folder / EXPORT_WEIGHTS} does not fit its config: {detail}") from None
+    if result.missing_keys or result.unexpected_keys:
+        what = (f"lacks {result.missing_keys[0]}" if result.missing_keys else f"has {result.unexpected_keys[0]}, "
+                "which the model does not")  # fmt: skip
+        raise ValueError(f"{folder / EXPORT_WEIGHTS} does not fit its config: it {what}; export the model again")
+    extras = _checkpoint_extras(folder, config.get("checkpoint_extras") or {})
+    if extras:
+        module.on_load_checkpoint(extras)
+    return module.to(map_location)
+
+
+def _exported_class(file: Path, class_path: str, needs: str) -> type[L.LightningModule]:
+    """The genlit module class ``config.json`` names, checked (importable, a genlit LightningModule with ``needs``)."""
+    family = None
+    if class_path.startswith("genlit.") and allowed_global(class_path):
+        module_name, _, name = class_path.rpartition(".")
+        family = getattr(importlib.import_module(module_name), name)
+    if family is None or not issubclass(family, L.LightningModule):
+        raise ValueError(f"{file} names the model class {class_path}, which is not a genlit model class that can be "
+                         "imported here; pass a folder written by genlit export")  # fmt: skip
+    if not callable(getattr(family, needs, None)):
+        raise ValueError(f"{file} holds a {family.__name__}, which has no {needs}()")
+    return family
+
+
+def _instantiate(family: type[L.LightningModule], config: dict, file: Path) -> L.LightningModule:
+    """``family`` built from the exported hyperparameters, as Lightning builds a LightningCLI checkpoint's."""
+    from lightning.pytorch.cli import instantiate_module
+
+    try:
+        return instantiate_module(family, {"_class_path": config["class_path"], **config["hyper_parameters"]})
+    except Exception as err:  # noqa: BLE001 - a config that does not build means the same thing to the user
+        cause = err.__cause__ if isinstance(err.__cause__, ValueError | TypeError) else err
+        line = " ".join(str(cause).split())[:300]
+        raise ValueError(f"{file} does not build a {family.__name__}: {line}") from None
+
+
+def _checkpoint_extras(folder: Path, extras: dict) -> dict[str, str]:
+    """What the checkpoint stored beside the weights (a tokenizer), read from the files ``config.json`` names."""
+    found = {}
+    for key, name in extras.items():
+        path = folder / str(name)
+        if Path(str(name)).name != name or not path.is_file():
+            raise ValueError(f"{folder / EXPORT_CONFIG} names {name!r} for {key}, which is not a file of the folder")
+        found[key] = path.read_text(encoding="utf-8")
+    return found
+
+
+def _refused_name(value) -> str | None:
+    """The first string in ``value`` (nested dicts and lists) that names a Python object genlit never writes."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return next((found for item in value if (found := _refused_name(item))), None)
+    if isinstance(value, str) and _DOTTED.match(value) and not allowed_global(value):
+        try:
+            importable = importlib.util.find_spec(value.split(".")[0]) is not None
+        except (ImportError, ValueError):
+            importable = False
+        return value if importable else None
+    return None

@@ -1,5 +1,5 @@
 """The ``genlit`` command: LightningCLI (fit/validate/test/predict) plus ``genlit sample``, ``genlit evaluate``,
-``genlit plot``, ``genlit translate`` and ``genlit encode`` (:mod:`genlit.commands`).
+``genlit plot``, ``genlit translate``, ``genlit encode`` and ``genlit export`` (:mod:`genlit.commands`).
 
 Each run gets its own directory ``<trainer.default_root_dir>/<YYYYmmdd-HHMMSS>/`` holding the saved
 ``config.yaml`` (which reproduces the run), ``checkpoints/``, ``samples/``, the logger's files and, from
@@ -35,7 +35,7 @@ from genlit.commands.runs import new_run_dir, resolve_run
 
 EXTRA_COMMANDS = {"sample": "genlit.commands.sample:main", "evaluate": "genlit.commands.evaluate:main",
                   "plot": "genlit.commands.plot:main", "translate": "genlit.commands.translate:main",
-                  "encode": "genlit.commands.encode:main"}  # fmt: skip
+                  "encode": "genlit.commands.encode:main", "export": "genlit.commands.export:main"}  # fmt: skip
 LOGGERS_WITH_SUBDIRS = ("TensorBoardLogger", "CSVLogger")
 DEBUG_ENV = "GENLIT_DEBUG"
 
@@ -62,7 +62,8 @@ class GenlitCLI(LightningCLI):
             parser_kwargs={
                 "epilog": "Extra commands: genlit sample --ckpt PATH --num N --out FILE.npz; genlit evaluate; "
                 "genlit plot RUN_DIR [RUN_DIR ...]; genlit translate --ckpt PATH --input X.npz --direction AB "
-                "--out Y.npz; genlit encode --ckpt VQVAE.ckpt --split train --out CODES.npz",
+                "--out Y.npz; genlit encode --ckpt VQVAE.ckpt --split train --out CODES.npz; genlit export --ckpt PATH "
+                "--out DIR",
                 "exit_on_error": False,  # parse errors reach main(), which prints them on one line
             },
             auto_configure_optimizers=False,

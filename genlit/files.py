@@ -2,13 +2,14 @@
 
 Atomic writes: a reader (a user, a resumed run, another rank) never sees a half-written file, and a failure leaves
 nothing behind: the content goes to a hidden temporary file in the target's folder, which ``os.replace`` moves over
-the target only once it is complete.
+the target only once it is complete. :func:`atomic_folder` does the same for a folder of files (``genlit export``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,25 @@ def _move_into_place(tmp: Path, path: Path, replace: bool) -> None:
         pass
     except OSError:  # a file system without hard links
         os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A hidden temporary folder beside ``path`` to fill; on a clean exit it is renamed to ``path`` (which must not
+    exist, or be an empty folder), on an error it is removed: no reader sees a half-written folder, and a failure
+    leaves nothing behind. Parent folders are created."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path} exists and is not an empty folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.replace(tmp, path)  # rename(2): atomic, and it replaces an empty folder
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def cache_root() -> Path:

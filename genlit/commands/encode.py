@@ -23,7 +23,7 @@ from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveInt
 from tqdm.auto import tqdm
 
-from genlit.checkpoints import load_family, read_checkpoint
+from genlit.checkpoints import DATAMODULE_KEY, load_family, read_checkpoint
 from genlit.commands.options import parse_args, resolve_device
 from genlit.data.images import ImageDataModule, to_model_space
 from genlit.families.protocols import DiscreteLatent
@@ -34,7 +34,6 @@ _DESCRIPTION = (
     "Encode a dataset split with a VQ-VAE checkpoint into an .npz of code grids (arr_0 int64 (N, h, w), arr_1 "
     "labels), the training data of a prior over the codes (TokenSequenceDataModule)."
 )
-DATAMODULE_KEY = "datamodule_hyper_parameters"  # where Lightning stores the DataModule's hyperparameters
 
 
 def _parser() -> ArgumentParser:

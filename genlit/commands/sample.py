@@ -33,7 +33,8 @@ _DESCRIPTION = (
 
 
 def _arguments(parser) -> None:
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by genlit fit")
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by genlit fit, or a folder written by "
+                        "genlit export")  # fmt: skip
     parser.add_argument("--out", default=None, help="images: output .npz (required; a PNG grid is written beside "
                         "it); language models: a text file (optional); token ids: output .npz (required)")  # fmt: skip
     parser.add_argument("--devices", type=PositiveInt, default=1, help="draw on this many devices (Lightning's "

@@ -17,6 +17,8 @@ commands, callbacks and notebooks rely on without asking which family a module i
 - One label policy: conditional families draw the balanced labels ``i % num_classes`` of the samples' global
   indices unless labels are given (range-checked); unconditional ones refuse labels. One conditional-data
   check, one EMA policy (decay warmed up, updated after each optimizer step of the averaged net).
+- Fine-tuning for every module genlit trains (:mod:`genlit.families.transfer`): the options ``init_from``,
+  ``init_strict``, ``init_key_map`` and ``freeze`` without any family naming them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ from tqdm.auto import tqdm
 from genlit.checkpoints import allow_objects_of
 from genlit.families.ema import make_ema
 from genlit.families.step_logging import StepLogger
+from genlit.families.transfer import (
+    TakesTransferOptions,
+    TransferOptions,
+    freeze_parameters,
+    initialize_from,
+    signatures_as_written,
+)
 from genlit.optim import optimizer_config
 from genlit.seeding import SampleRNG, rng_states, set_rng_states
 
@@ -57,10 +66,11 @@ class NonFiniteLossError(RuntimeError):
     """Training met a NaN or infinite loss (or weights) and stopped before applying it."""
 
 
-class TrainingModule(L.LightningModule):
+class TrainingModule(L.LightningModule, metaclass=TakesTransferOptions):
     """Base of every module genlit trains: one optimizer (and optional LR scheduler) from factories, and
     per-step training metrics logged cheaply (:class:`~genlit.families.step_logging.StepLogger`) with their
-    epoch means at each epoch's end.
+    epoch means at each epoch's end; fine-tuning options taken by every subclass (``init_from``, ``freeze``, ...:
+    :mod:`genlit.families.transfer`), applied in :meth:`setup` and :meth:`on_fit_start`.
 
     Subclasses set ``progress_bar_metrics`` (train metrics shown in the bar), ``metric_panels`` (the groups of
     metrics drawn in a run's ``metrics.png`` and by ``genlit plot``: panel title -> metric names without their
@@ -74,6 +84,7 @@ class TrainingModule(L.LightningModule):
     progress_bar_metrics: tuple[str, ...] = ("loss",)
     metric_panels: ClassVar[Mapping[str, tuple[str, ...]]] = {"loss": ("loss",)}
     scheduler_interval: Literal["step", "epoch"] = "step"
+    transfer_options: TransferOptions = TransferOptions()  # set per module by the metaclass
 
     def __init__(
         self,
@@ -90,11 +101,29 @@ class TrainingModule(L.LightningModule):
         self.on_nonfinite = on_nonfinite
         self.register_buffer("_nonfinite_skips", torch.zeros((), dtype=torch.long))
         self._rng_to_restore: dict | None = None  # set by on_load_checkpoint, used by on_train_start
+        self._fit_started = False  # init_from is loaded by the first fit only
+
+    def save_hyperparameters(self, *args, ignore=None, frame=None, logger: bool = True) -> None:
+        """Lightning's, reading each ``__init__``'s arguments by the names it was written with (the transfer
+        options its signature shows are not among its local variables)."""
+        frame = frame or inspect.currentframe().f_back
+        with signatures_as_written(type(self)):
+            super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
 
     def setup(self, stage: str) -> None:
         """Let this module's own checkpoints load with ``weights_only=True`` (the net factories, schedules and
-        optimizer classes of a module built in Python; :func:`genlit.checkpoints.allow_objects_of`)."""
+        optimizer classes of a module built in Python; :func:`genlit.checkpoints.allow_objects_of`); when fitting,
+        freeze the parameters ``freeze`` names, before the optimizers are built (a resumed run too)."""
         allow_objects_of(dict(self.hparams))
+        if stage == "fit":
+            freeze_parameters(self, self.transfer_options.freeze)
+
+    def on_fit_start(self) -> None:
+        """Load ``init_from`` into a new run (not a resumed one: Lightning restored its checkpoint just before and
+        set ``trainer.ckpt_path``; not a second fit of this module either)."""
+        if not self._fit_started and self.trainer.ckpt_path is None:
+            initialize_from(self, self.transfer_options)
+        self._fit_started = True
 
     def log_train_step(self, **values: Tensor) -> None:
         """Record this training step's scalar metrics as ``train/<name>`` (and their epoch means)."""
@@ -229,6 +258,17 @@ class GenerativeFamily(TrainingModule):
         """Fold the averaged network's current weights into its EMA (after each of its optimizer steps)."""
         if self.ema is not None:
             self.ema.update_parameters(getattr(self, self._ema_of))
+
+    def restart_ema(self) -> None:
+        """Restart the EMA from the averaged network's current weights, its update count at 0 (after ``init_from``
+        loaded them: the average must not keep what it held before)."""
+        if self.ema is None:
+            return
+        with torch.no_grad():
+            for average, live in zip(_state_tensors(self.ema.module), _state_tensors(getattr(self, self._ema_of)),
+                                     strict=True):  # fmt: skip
+                average.copy_(live)
+            self.ema.n_averaged.zero_()
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """Step the optimizer, then the EMA (once per real step, also with gradient accumulation)."""

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from genlit.families.base import NonFinitePolicy, TrainingModule
 from genlit.families.manual_steps import backward_synced, frozen
+from genlit.families.transfer import trainable_parameters
 from genlit.objectives.adversarial import discriminator_loss, generator_loss
 from genlit.objectives.image_pool import ImagePool
 from genlit.optim import optimizer_config
@@ -229,7 +230,8 @@ class CycleGAN(TrainingModule):
         """One optimizer for both generators (index 0) and one for both discriminators (1), each with its
         optional scheduler; Lightning checkpoints them, the steps here step them."""
         g_factory, d_factory = self._optimizer_factories
-        optimizers = [g_factory(self.generators.parameters()), d_factory(self.discriminators.parameters())]
+        optimizers = [g_factory(trainable_parameters(self.generators, "the generators")),  # frozen ones left out
+                      d_factory(trainable_parameters(self.discriminators, "the discriminators"))]  # fmt: skip
         interval = self.hparams.lr_scheduler_interval
         configs = [optimizer_config(opt, factory, interval)
                    for opt, factory in zip(optimizers, self._scheduler_factories, strict=True)]  # fmt: skip

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, ShapeNetFactory
 from genlit.families.manual_steps import backward_synced, frozen
+from genlit.families.transfer import trainable_parameters
 from genlit.objectives.adversarial import (
     LossName,
     check_loss_name,
@@ -312,8 +313,8 @@ class GAN(GenerativeFamily):
     def configure_optimizers(self):
         """Separate D and G optimizers (index 0: D, 1: G), each with its optional scheduler."""
         d_factory, g_factory = self._optimizer_factories
-        d_opt = d_factory(self.discriminator.parameters())
-        g_opt = g_factory(self.generator.parameters())
+        d_opt = d_factory(trainable_parameters(self.discriminator, "the discriminator"))  # frozen ones left out
+        g_opt = g_factory(trainable_parameters(self.generator, "the generator"))
         configs = [
             optimizer_config(opt, factory, self.hparams.lr_scheduler_interval)
             for opt, factory in zip([d_opt, g_opt], self._scheduler_factories, strict=True)

@@ -1,0 +1,197 @@
+"""``genlit export`` and loading without pickle, end to end: export, then ``genlit sample --ckpt DIR`` and
+``genlit.load(DIR)`` give the same samples as the checkpoint for a GAN, a VAE, a diffusion model, a GPT with its
+tokenizer and a PixelCNN; the model card names the data and the metrics; fine-tuning from a checkpoint or an export
+through ``genlit fit`` (``--model.init_from``, ``--model.freeze``), resumed without reloading; and every bad input
+(a tampered config, missing weights, a bad freeze pattern, shapes that differ) is one clear line."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import genlit
+from genlit.checkpoints import read_checkpoint
+from genlit.cli import main
+from genlit.commands.evaluate import write_record
+from tests.conftest import EXPERIMENTS
+from tests.integration.helpers import FAST, fit, mnist_args
+
+CHECKPOINT_ONLY = "[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {save_last: true}}]"
+QUICK = ["--trainer.logger", "false", "--trainer.limit_val_batches", "0", f"--trainer.callbacks={CHECKPOINT_ONLY}"]
+MNIST = object()  # stands for the offline MNIST overrides
+# family: (experiment, its overrides for a tiny, short run, the sampling options)
+RUNS = {
+    "gan": ("gan/toy_ring8.yaml", ["--trainer.max_steps", "4"], ["--num", "16"]),
+    "vae": ("vae/vae_mnist.yaml", [MNIST, "--trainer.max_steps", "4", "--data.init_args.batch_size", "16"],
+            ["--num", "6"]),
+    "diffusion": ("diffusion/ddpm_mnist.yaml", [MNIST, "--trainer.max_steps", "2", "--data.init_args.batch_size", "8",
+                  "--model.init_args.net.init_args.channels", "8", "--model.init_args.net.init_args.groups", "4"],
+                  ["--num", "3", "--sampler", "DDIMSampler", "--sampler.num_steps", "3"]),
+    "gpt": ("autoregressive/gpt_shakespeare_char_cpu.yaml", ["--trainer.max_steps", "3",
+            "--trainer.val_check_interval", "3", "--model.init_args.net.init_args.n_layer", "1",
+            "--model.init_args.net.init_args.n_embd", "32"],
+            ["--prompt", "ROMEO:", "--max-new-tokens", "24", "--num", "2"]),
+    "pixelcnn": ("pixelcnn/pixelcnn_mnist_binary.yaml", [MNIST, "--trainer.max_steps", "2",
+                 "--data.init_args.batch_size", "8", "--model.init_args.net.init_args.channels", "8",
+                 "--model.init_args.net.init_args.layers", "2", "--model.init_args.net.init_args.head_channels", "8"],
+                 ["--num", "2"]),
+}  # fmt: skip
+
+
+def run_family(name: str, root, mnist_dir, *extra: str):
+    """A tiny run of family ``name`` (:data:`RUNS`) under ``root``; returns its ``last.ckpt``."""
+    experiment, overrides, _ = RUNS[name]
+    args = [a for o in overrides for a in (mnist_args(mnist_dir) if o is MNIST else [o])]
+    return fit(experiment, root, *args, *QUICK, *extra) / "checkpoints" / "last.ckpt"
+
+
+def error_line(capsys, *argv: str) -> str:
+    """The one line ``genlit`` prints for bad input (exit status 2, no traceback, the message on one line)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("genlit: error: ")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def drawn(source, out, options):
+    """What ``genlit sample`` writes from ``source`` (a checkpoint or an exported folder): the array or the text."""
+    main(["sample", "--ckpt", str(source), "--out", str(out), "--seed", "3", *options])
+    return np.load(out)["arr_0"] if out.suffix == ".npz" else out.read_text()
+
+
+@pytest.fixture(scope="module")
+def gan_export(tmp_path_factory, mnist_dir):
+    """A toy GAN run and its export."""
+    root = tmp_path_factory.mktemp("gan")
+    ckpt = run_family("gan", root / "runs", mnist_dir)
+    main(["export", "--ckpt", str(ckpt), "--out", str(root / "export")])
+    return ckpt, root / "export"
+
+
+@pytest.mark.parametrize("family", list(RUNS))
+def test_an_export_samples_as_its_checkpoint(family, tmp_path, mnist_dir, capsys):
+    ckpt = run_family(family, tmp_path / "runs", mnist_dir)
+    out = tmp_path / "export"
+    main(["export", "--ckpt", str(ckpt), "--out", str(out)])
+    files = {p.name for p in out.iterdir()}
+    tokenizer = {"tokenizer.json"} if family == "gpt" else set()
+    assert files == {"model.safetensors", "config.json", "README.md"} | tokenizer
+    suffix = ".txt" if family == "gpt" else ".npz"
+    options = RUNS[family][2]
+    from_checkpoint = drawn(ckpt, tmp_path / f"a{suffix}", options)
+    from_export = drawn(out, tmp_path / f"b{suffix}", options)
+    if family == "gpt":
+        assert from_checkpoint == from_export and from_checkpoint.count("ROMEO:") == 2
+    else:
+        assert from_checkpoint.shape[0] == int(options[1]) and np.array_equal(from_checkpoint, from_export)
+    model, original = genlit.load(out), genlit.load(ckpt)
+    assert type(model) is type(original) and getattr(model, "ema", None) is None  # one set of weights: the EMA's
+    if family in ("gan", "vae"):  # the others' samples are slow to draw twice more
+        first = original.sample(4, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(first, model.sample(4, generator=torch.Generator().manual_seed(0)))
+
+
+def test_the_model_card_names_the_data_and_the_metrics(tmp_path, mnist_dir):
+    ckpt = run_family("vae", tmp_path / "runs", mnist_dir)
+    record = {"source": str(ckpt), "extractor": "mnist_classifier@abc123", "num_samples": 1000,
+              "reference": {"dataset": str(mnist_dir), "split": "test", "num_images": 1000},
+              "metrics": {"fid": 41.25, "precision": 0.61}}  # fmt: skip
+    write_record(ckpt.with_suffix(".eval.json"), record)  # where genlit evaluate writes it by default
+    out = tmp_path / "vae_mnist"
+    licences = ["--license", "apache-2.0", "--data-license", "CC BY-SA 3.0"]
+    main(["export", "--ckpt", str(ckpt), "--out", str(out), *licences])
+    card = (out / "README.md").read_text()
+    front = card.split("---")[1]
+    for line in ("library_name: genlit", "license: apache-2.0", "- vae", "- image-generation", "- fid"):
+        assert line in front, front
+    for text in ("`data/mnist`", "genlit.data.images.ImageDataModule", "Licence of the data: CC BY-SA 3.0",
+                 "| fid | 41.25 |", "| precision | 0.61 |", "mnist_classifier@abc123", "## Model description",
+                 "## Intended use", "## Limitations", "## Ethical considerations", "Bias in the data",
+                 "Ownership of the training data", "Privacy", "latent_dim: 32"):  # fmt: skip
+        assert text in card, text
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["dataset"] == str(mnist_dir) and "_instantiator" not in config["hyper_parameters"]
+
+
+def test_fine_tuning_from_an_export_freezes_and_a_resume_does_not_reload(gan_export, tmp_path, capsys):
+    _, export = gan_export
+    capsys.readouterr()
+    tuned = fit("gan/toy_ring8.yaml", tmp_path / "runs", "--trainer.max_steps", "4", *QUICK,
+                "--model.init_from", str(export), "--model.freeze", "[generator.net.0.*]")  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"init_from {export}: 12 tensors loaded" in out and "freeze ['generator.net.0.*']: 2 tensors" in out
+    exported = genlit.load(export).state_dict()
+    state = read_checkpoint(tuned / "checkpoints" / "last.ckpt")["state_dict"]
+    assert torch.equal(state["generator.net.0.weight"], exported["generator.net.0.weight"])  # frozen
+    assert not torch.equal(state["generator.net.2.weight"], exported["generator.net.2.weight"])  # trained
+    last = tuned / "checkpoints" / "last.ckpt"
+    main(["fit", "--config", str(tuned / "config.yaml"), "--ckpt_path", str(last), "--trainer.max_steps", "8", *FAST])
+    out = capsys.readouterr().out
+    assert "init_from" not in out and "freeze ['generator.net.0.*']" in out  # the run's weights, still frozen
+    resumed = read_checkpoint(last)["state_dict"]
+    assert torch.equal(resumed["generator.net.0.weight"], exported["generator.net.0.weight"])
+    assert not torch.equal(resumed["generator.net.2.weight"], state["generator.net.2.weight"])
+
+
+def test_a_bad_freeze_pattern_and_shapes_that_differ_are_one_line(gan_export, tmp_path, capsys):
+    ckpt, _ = gan_export
+    base = ["fit", "--config", str(EXPERIMENTS / "gan" / "toy_ring8.yaml"), "--trainer.default_root_dir",
+            str(tmp_path), "--trainer.max_steps", "2", *FAST, *QUICK]  # fmt: skip
+    line = error_line(capsys, *base, "--model.freeze", "[generator.nett.*]")
+    assert "'generator.nett.*' matches no parameter; the closest parameter prefixes are generator.net.*" in line
+    narrower = ["--model.init_args.generator.init_args.hidden", "64"]
+    line = error_line(capsys, *base, "--model.init_from", str(ckpt), *narrower)
+    assert "is (128,) in the file but (64,) here" in line and "--model.init_strict false" in line
+    line = error_line(capsys, *base, "--model.init_from", str(tmp_path / "none.ckpt"))
+    assert "no such checkpoint or exported folder" in line
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda d: (d / "config.json").write_text("{not json"), "config.json is not JSON"),
+    (lambda d: edit(d, class_path="genlit.families.nope.Nope"), "which is not a genlit model class"),
+    (lambda d: edit(d, class_path="collections.OrderedDict"), "which is not a genlit model class"),
+    (lambda d: edit(d, generator={"class_path": "os.system", "init_args": {}}), "is refused: it names os.system"),
+    (lambda d: (d / "model.safetensors").unlink(), "has no model.safetensors"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"garbage"), "is not a readable safetensors file"),
+], ids=["not-json", "unknown-class", "outside-genlit", "code-in-hparams", "no-weights", "corrupt-weights"])  # fmt: skip
+def test_a_tampered_export_is_one_clear_line(gan_export, tamper, message, tmp_path, capsys):
+    folder = tmp_path / "tampered"
+    shutil.copytree(gan_export[1], folder)
+    tamper(folder)
+    line = error_line(capsys, "sample", "--ckpt", str(folder), "--num", "2", "--out", str(tmp_path / "s.npz"))
+    assert message in line, line
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):
+        genlit.load(folder)
+
+
+def edit(folder, class_path=None, **hparams) -> None:
+    """Rewrite an export's config.json with another class path or hyperparameters."""
+    config = json.loads((folder / "config.json").read_text())
+    config["class_path"] = class_path or config["class_path"]
+    config["hyper_parameters"] |= hparams
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_export_refuses_onnx_and_a_full_folder_and_leaves_nothing_half_written(gan_export, tmp_path, capsys,
+                                                                               monkeypatch):  # fmt: skip
+    ckpt, export = gan_export
+    line = error_line(capsys, "export", "--ckpt", str(ckpt), "--out", str(tmp_path / "x"), "--format", "onnx")
+    assert "--format" in line and "safetensors" in line
+    line = error_line(capsys, "export", "--ckpt", str(ckpt), "--out", str(export))
+    assert "exists and is not an empty folder" in line
+    import genlit.commands.export as export_command
+
+    def broken(*args, **kwargs):
+        raise ValueError("the card could not be written")
+
+    monkeypatch.setattr(export_command, "model_card", broken)
+    assert "the card could not be written" in error_line(capsys, "export", "--ckpt", str(ckpt), "--out",
+                                                         str(tmp_path / "half"))  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary one
