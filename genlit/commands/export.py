@@ -14,10 +14,15 @@ The folder holds:
   plus the checkpoint it came from and the data it was trained on;
 - ``tokenizer.json`` where the family has one (language models);
 - ``README.md``: a model card in the Hugging Face format (:mod:`genlit.commands.model_card`), with the metrics of a
-  ``genlit evaluate`` record found beside the checkpoint (``<checkpoint>.eval.json``, its default ``--out``).
+  ``genlit evaluate`` record found beside the checkpoint (``<checkpoint>.eval.json``, its default ``--out``);
+- ``model.onnx`` with ``--format onnx`` (or ``--format safetensors onnx``): the network forward the family samples
+  with, checked against torch with ONNX Runtime (:mod:`genlit.commands.onnx_export`); ``config.json`` records its
+  inputs and outputs.
 
-The folder is written atomically (:func:`genlit.files.atomic_folder`): complete, or not there at all. Formats: only
-``safetensors`` so far.
+A run with LoRA adapters (``--model.lora``) is exported with the adapters merged into the weights they adapt (peft's
+``merge_and_unload``): plain weights under the plain names, which load without peft; ``config.json`` records the
+LoRA options under ``source``. The folder is written atomically (:func:`genlit.files.atomic_folder`): complete, or
+not there at all.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from genlit.checkpoints import (
     read_checkpoint,
 )
 from genlit.commands.model_card import model_card
+from genlit.commands.onnx_export import ONNX_FILE, write_onnx
 from genlit.commands.options import parse_args
 from genlit.families.tokenized import TOKENIZER_KEY
 from genlit.families.transfer import EMA_PREFIX, TRANSFER_PARAMETERS
@@ -45,9 +51,10 @@ from genlit.files import atomic_folder
 
 _DESCRIPTION = (
     "Export a genlit checkpoint as a folder to share: model.safetensors (the sampling weights, EMA where kept), "
-    "config.json (class and hyperparameters), the tokenizer and a model card (README.md). No pickle in it."
+    "config.json (class and hyperparameters), the tokenizer and a model card (README.md); with --format onnx, "
+    "model.onnx (the sampling forward, checked with ONNX Runtime). No pickle in it."
 )
-FORMATS = ("safetensors",)
+FORMATS = ("safetensors", "onnx")
 TOKENIZER_FILE = "tokenizer.json"
 CARD_FILE = "README.md"
 _LOCAL_KEYS = ("_class_path", "_instantiator", *(p.name for p in TRANSFER_PARAMETERS))  # how it ran, not what it is
@@ -57,7 +64,9 @@ def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="genlit export", description=_DESCRIPTION, exit_on_error=False)
     parser.add_argument("--ckpt", required=True, help="checkpoint written by genlit fit")
     parser.add_argument("--out", required=True, help="the folder to write (it must not exist, or be empty)")
-    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), help="what to write")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["safetensors"], help="what to write: "
+                        "safetensors (the weights genlit loads), onnx (model.onnx, the sampling forward) or "
+                        "both")  # fmt: skip
     parser.add_argument("--license", default="unknown", help="the model's licence in the card (an SPDX or Hugging "
                         "Face licence id, e.g. apache-2.0)")  # fmt: skip
     parser.add_argument("--data-license", default=None, help="the training data's licence, for the card; without "
@@ -70,7 +79,8 @@ def _parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Run ``genlit export``."""
     args = parse_args(_parser(), sys.argv[1:] if argv is None else list(argv))
-    out = export(args.ckpt, args.out, license=args.license, data_license=args.data_license, metrics=args.metrics)
+    out = export(args.ckpt, args.out, formats=args.format, license=args.license, data_license=args.data_license,
+                 metrics=args.metrics)  # fmt: skip
     print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
 
 
@@ -78,21 +88,30 @@ def export(
     ckpt: str | Path,
     out: str | Path,
     *,
+    formats: tuple[str, ...] | list[str] = ("safetensors",),
     license: str = "unknown",
     data_license: str | None = None,
     metrics: str | Path | None = None,
 ) -> Path:
-    """Write the export folder ``out`` of checkpoint ``ckpt`` (see the module docstring) and return its path;
-    ``license``, ``data_license`` and ``metrics`` (an evaluation record) go into the model card."""
+    """Write the export folder ``out`` of checkpoint ``ckpt`` in ``formats`` (see the module docstring) and return
+    its path; ``license``, ``data_license`` and ``metrics`` (an evaluation record) go into the model card."""
     ckpt, out = Path(ckpt), Path(out)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"--format {' '.join(unknown)}: choose among {', '.join(FORMATS)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder; remove it or choose another folder")
     model = load_family(ckpt)  # refuses a checkpoint that names anything genlit does not write
     checkpoint = read_checkpoint(ckpt, mmap=True)
-    config = export_config(model, checkpoint, ckpt)
+    config = export_config(model, checkpoint, ckpt) | {"formats": [f for f in FORMATS if f in formats]}
+    lora = model.merge_lora()  # the adapters merged into the weights: plain names, no peft needed to load
+    config["source"]["lora"] = None if lora is None else lora.hparams()
     record = evaluation_record(ckpt, metrics)
     with atomic_folder(out) as folder:
-        save_weights(model, folder / EXPORT_WEIGHTS, config["class_path"])
+        if "safetensors" in formats:
+            save_weights(model, folder / EXPORT_WEIGHTS, config["class_path"])
+        if "onnx" in formats:
+            config["onnx"] = write_onnx(model, folder / ONNX_FILE)
         if TOKENIZER_KEY in config["checkpoint_extras"]:
             (folder / TOKENIZER_FILE).write_text(checkpoint[TOKENIZER_KEY], encoding="utf-8")
         (folder / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

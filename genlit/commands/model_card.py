@@ -2,7 +2,8 @@
 ``library_name``, ``tags``, ``license``, ``datasets``; then Markdown sections), from the export's ``config.json`` and
 an optional ``genlit evaluate`` record.
 
-Sections: model description, how to use it, training data (what the DataModule's saved hyperparameters record, and
+Sections: model description, how to use it (with genlit, and with ONNX Runtime when the export has ``model.onnx``: its
+inputs and outputs), training data (what the DataModule's saved hyperparameters record, and
 its licence where known), the configuration, evaluation, intended use, limitations, ethical considerations (bias in
 the data, ownership of the training data, privacy).
 """
@@ -110,20 +111,60 @@ def description(config: dict, family: str) -> str:
     lines.append(f"- Weights: {ema}, after {source.get('global_step')} optimizer steps")
     if source.get("init_from"):
         lines.append(f"- Fine-tuned from `{source['init_from']}`")
+    lora = source.get("lora")
+    if lora:
+        lines.append(f"- Fine-tuned with LoRA adapters (rank {lora['r']}, alpha {lora['alpha']:g}) on "
+                     f"{', '.join(f'`{t}`' for t in lora['target'])}, merged into these weights")  # fmt: skip
     return "## Model description\n\n" + "\n".join(lines)
 
 
 def usage(name: str, config: dict) -> str:
-    """How to sample from the export (as its modality asks) and fine-tune it."""
+    """How to sample from the export (as its modality asks) and fine-tune it; how to run its ONNX graph."""
     draw = ('--prompt "Once upon a time" --max-new-tokens 200 --out sample.txt' if modality(config) == "text-generation"
             else "--num 16 --out samples.npz")  # fmt: skip
+    text = "## How to use"
+    if "safetensors" in config.get("formats", ["safetensors"]):
+        text += (
+            "\n\nWith genlit installed, from this folder's path:\n\n```bash\n"
+            f"genlit sample --ckpt {name} {draw}\n"
+            f"genlit fit --config <your config>.yaml --model.init_from {name}   # fine-tune it\n```\n\n"
+            f'```python\nimport genlit\n\nmodel = genlit.load("{name}")\nsamples = model.sample(4)\n```\n\n'
+            "Loading reads `config.json` and `model.safetensors` only: nothing in this folder can run code."
+        )
+    return text + (onnx_usage(name, config["onnx"]) if config.get("onnx") else "")
+
+
+def onnx_usage(name: str, onnx: dict) -> str:
+    """The ONNX graph: what it computes, its inputs and outputs, and how to run it with ONNX Runtime."""
+    rows = [f"| {d['name']} | {kind} | {_shape(d['shape'])} | {d['dtype']}"
+            + (f", values {d['values']} |" if "values" in d else " |")
+            for kind in ("input", "output") for d in onnx[f"{kind}s"]]  # fmt: skip
+    feed = ", ".join(f'"{d["name"]}": {_example(d, onnx.get("max_sequence"))}' for d in onnx["inputs"])
+    check = onnx["check"]
     return (
-        "## How to use\n\nWith genlit installed, from this folder's path:\n\n```bash\n"
-        f"genlit sample --ckpt {name} {draw}\n"
-        f"genlit fit --config <your config>.yaml --model.init_from {name}   # fine-tune it\n```\n\n"
-        f'```python\nimport genlit\n\nmodel = genlit.load("{name}")\nsamples = model.sample(4)\n```\n\n'
-        "Loading reads `config.json` and `model.safetensors` only: nothing in this folder can run code."
+        f"\n\n### ONNX\n\n`{onnx['file']}` is {onnx['forward']} (opset {onnx['opset']}). Only this forward is in the "
+        "graph: a sampling loop around it (denoising steps, token sampling) is not. Dynamic axes: `batch`"
+        + (f" and `sequence` (at most {onnx['max_sequence']})" if onnx.get("max_sequence") else "")
+        + ".\n\n| name | | shape | type |\n| --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+        + f"\n\n```python\nimport numpy as np\nimport onnxruntime as ort\n\nsession = ort.InferenceSession("
+        f'"{name}/{onnx["file"]}")\n{onnx["outputs"][0]["name"]} = session.run(None, {{{feed}}})[0]\n```\n\n'
+        f"Checked at export against torch on random inputs with {check['runtime']}: largest absolute difference "
+        f"{check['max_abs_diff']:.2g} (allowed {check['tolerance']:g})."
     )
+
+
+def _shape(shape: list) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _example(spec: dict, max_sequence: int | None) -> str:
+    """A NumPy expression of an example value of an ONNX input (batch 4, sequence 16 or shorter)."""
+    size = tuple(4 if a == "batch" else min(16, max_sequence or 16) if a == "sequence" else a for a in spec["shape"])
+    if spec["dtype"] == "float32":
+        return f"np.random.randn{size}.astype(np.float32)".replace(",)", ")")
+    high = int(spec["values"].split("..")[1]) + 1
+    return f"np.random.randint(0, {high}, size={size}).astype(np.int64)".replace(",)", ")")
 
 
 def training_data(config: dict, data: list[dict], licence: str | None) -> str:

@@ -22,6 +22,7 @@ from torchmetrics import MeanMetric
 
 from genlit.data.tokenizers import MASK, Tokenizer
 from genlit.families.base import GenerativeFamily, NonFinitePolicy
+from genlit.families.lora import TRANSFORMER_TARGETS
 from genlit.families.token_sampling import check_sampling_options, sample_next
 from genlit.families.tokenized import TokenizedModel
 from genlit.optim import decay_groups
@@ -55,6 +56,7 @@ class AutoregressiveLM(TokenizedModel, GenerativeFamily):
         on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
 
+    lora_targets = TRANSFORMER_TARGETS
     metric_panels = {
         "loss (nats per token)": ("loss",),
         "bits per character (or byte, or token)": ("bits_per_char", "bits_per_byte", "bits_per_token"),

@@ -18,7 +18,8 @@ commands, callbacks and notebooks rely on without asking which family a module i
   indices unless labels are given (range-checked); unconditional ones refuse labels. One conditional-data
   check, one EMA policy (decay warmed up, updated after each optimizer step of the averaged net).
 - Fine-tuning for every module genlit trains (:mod:`genlit.families.transfer`): the options ``init_from``,
-  ``init_strict``, ``init_key_map`` and ``freeze`` without any family naming them.
+  ``init_strict``, ``init_key_map``, ``freeze`` and ``lora`` (:mod:`genlit.families.lora`) without any family
+  naming them; a family names only its default LoRA targets (:attr:`TrainingModule.lora_targets`).
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ from tqdm.auto import tqdm
 
 from genlit.checkpoints import allow_objects_of
 from genlit.families.ema import make_ema
+from genlit.families.lora import LoraAdapters, LoraOptions, add_adapters, merge_adapters
 from genlit.families.step_logging import StepLogger
 from genlit.families.transfer import (
+    EMA_PREFIX,
     TakesTransferOptions,
     TransferOptions,
     freeze_parameters,
     initialize_from,
+    lora_summary,
+    say,
     signatures_as_written,
 )
 from genlit.optim import optimizer_config
@@ -76,15 +81,19 @@ class TrainingModule(L.LightningModule, metaclass=TakesTransferOptions):
     metrics drawn in a run's ``metrics.png`` and by ``genlit plot``: panel title -> metric names without their
     stage, each drawn as its ``train/`` curve and ``val/`` points), ``scheduler_interval``
     (``"step"`` or ``"epoch"``) and, when not every trainable parameter is optimized the same way,
-    :meth:`optimized_parameters`. Before a loss is applied they ask :meth:`loss_is_finite`: a NaN or infinite
-    loss stops the run (``on_nonfinite="stop"``) or skips the step (``"skip"``, counted as
-    ``train/nonfinite_skips``), and a checkpoint is never written with non-finite weights.
+    :meth:`optimized_parameters`; ``lora_targets`` and ``lora_trains``, the default ``target`` and ``train``
+    patterns of the ``lora`` option (:mod:`genlit.families.lora`). Before a loss is applied they ask
+    :meth:`loss_is_finite`: a NaN or infinite loss stops the run (``on_nonfinite="stop"``) or skips the step
+    (``"skip"``, counted as ``train/nonfinite_skips``), and a checkpoint is never written with non-finite weights.
     """
 
     progress_bar_metrics: tuple[str, ...] = ("loss",)
     metric_panels: ClassVar[Mapping[str, tuple[str, ...]]] = {"loss": ("loss",)}
     scheduler_interval: Literal["step", "epoch"] = "step"
     transfer_options: TransferOptions = TransferOptions()  # set per module by the metaclass
+    lora_targets: ClassVar[tuple[str, ...]] = ()  # the layers LoRA adapts by default (none: lora.target is required)
+    lora_trains: ClassVar[tuple[str, ...]] = ()  # the parameters that keep training beside the adapters by default
+    lora_adapters: LoraAdapters | None = None  # set by the metaclass when the module has LoRA adapters
 
     def __init__(
         self,
@@ -117,6 +126,8 @@ class TrainingModule(L.LightningModule, metaclass=TakesTransferOptions):
         allow_objects_of(dict(self.hparams))
         if stage == "fit":
             freeze_parameters(self, self.transfer_options.freeze)
+            if self.lora_adapters is not None:
+                say(lora_summary(self, self.lora_adapters))
 
     def on_fit_start(self) -> None:
         """Load ``init_from`` into a new run (not a resumed one: Lightning restored its checkpoint just before and
@@ -124,6 +135,24 @@ class TrainingModule(L.LightningModule, metaclass=TakesTransferOptions):
         if not self._fit_started and self.trainer.ckpt_path is None:
             initialize_from(self, self.transfer_options)
         self._fit_started = True
+
+    def add_lora(self, options: LoraOptions) -> LoraAdapters:
+        """Inject the LoRA adapters of ``options`` (with this family's default targets) and freeze all but them and
+        ``lora.train``'s parameters; called once, by the metaclass, right after ``__init__``."""
+        return add_adapters(self, options, (self.lora_targets, self.lora_trains), self.weight_copies())
+
+    def weight_copies(self) -> dict[str, str]:
+        """Name prefixes of sub-modules that a copy in this module mirrors, to the copy's prefix (none here)."""
+        return {}
+
+    def merge_lora(self) -> LoraOptions | None:
+        """Merge the LoRA adapters into the weights they adapt and unload them (a plain module with the plain
+        names, as ``genlit export`` writes it); the options they had, or None without adapters."""
+        if self.lora_adapters is None:
+            return None
+        merge_adapters(self.lora_adapters)
+        options, self.lora_adapters = self.lora_adapters.options, None
+        return options
 
     def log_train_step(self, **values: Tensor) -> None:
         """Record this training step's scalar metrics as ``train/<name>`` (and their epoch means)."""
@@ -253,6 +282,16 @@ class GenerativeFamily(TrainingModule):
         so short runs are not dominated by the initial weights."""
         self.ema = make_ema(getattr(self, name), decay, warmup=True)
         self._ema_of = name
+
+    def weight_copies(self) -> dict[str, str]:
+        """The EMA copy mirrors the averaged network: ``{"generator.": "ema.module."}`` (LoRA adapts both alike)."""
+        return {f"{self._ema_of}.": f"{EMA_PREFIX}module."} if self.ema is not None else {}
+
+    def add_lora(self, options: LoraOptions) -> LoraAdapters:
+        """The base's, then the EMA copy's adapters restarted from the live ones (the EMA's B matrices too)."""
+        adapters = super().add_lora(options)
+        self.restart_ema()
+        return adapters
 
     def update_ema(self) -> None:
         """Fold the averaged network's current weights into its EMA (after each of its optimizer steps)."""

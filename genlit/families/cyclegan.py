@@ -88,6 +88,7 @@ class CycleGAN(TrainingModule):
     """
 
     progress_bar_metrics = ("g_loss", "d_loss", "cycle_aba", "cycle_bab")
+    lora_trains = ("discriminators.*",)  # as a GAN's: the discriminators judge the fine-tuned generators whole
     metric_panels = {
         "adversarial (least squares)": ("g_adv_ab", "g_adv_ba", "d_a", "d_b"),
         "cycle L1": ("cycle_aba", "cycle_bab"),

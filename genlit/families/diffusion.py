@@ -33,6 +33,8 @@ from genlit.diffusion.samplers import DDIMSampler, Denoiser, Sampler
 from genlit.diffusion.schedules import LinearSchedule, NoiseSchedule
 from genlit.diffusion.targets import PredictionTarget, check_target, split_prediction
 from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, ShapeNetFactory
+from genlit.families.lora import UNET_TARGETS
+from genlit.families.protocols import OnnxGraph, OnnxInput
 from genlit.metrics.binned import BinnedMean
 from genlit.objectives.elbo import bits_per_dim
 from genlit.seeding import SampleRNG
@@ -63,6 +65,7 @@ class Diffusion(GenerativeFamily):
         on_nonfinite: on a NaN or infinite training loss, ``stop`` the run (default) or ``skip`` the step.
     """
 
+    lora_targets = UNET_TARGETS
     metric_panels = {
         "loss": ("loss",),
         "loss by noise-level quartile (q1: least noise)": tuple(f"loss_q{q + 1}" for q in range(QUARTILES)),
@@ -116,6 +119,18 @@ class Diffusion(GenerativeFamily):
         return z.clamp(-1, 1)
 
     # ------------------------------------------------------------------------------------ denoising
+    def onnx_graph(self) -> OnnxGraph:
+        """The denoiser: ``x_t`` (B, *latent_shape), ``t`` (B,) int64 timesteps and, when conditional, ``labels``
+        (B,) (the null label ``num_classes`` included) -> ``prediction`` (B, *latent_shape) of the target. The
+        sampler's loop and guidance stay outside."""
+        inputs = [OnnxInput("x_t", ("batch", *self.latent_shape)), OnnxInput("t", ("batch",), torch.long,
+                                                                              self.schedule.num_steps)]  # fmt: skip
+        if self.conditional:
+            inputs.append(OnnxInput("labels", ("batch",), torch.long, self.null_label + 1))
+        names = ", ".join(i.name for i in inputs)
+        description = f"the denoiser: ({names}) -> the {self.hparams.prediction} prediction"
+        return OnnxGraph(self.net, tuple(inputs), "prediction", description)
+
     def denoiser(self, labels: Tensor | None = None, guidance_scale: float = 1.0, clip: bool | None = None) -> Denoiser:
         """``denoise(x_t, t) -> (x0_hat, eps_hat)`` with the net's current weights (within :meth:`sample`,
         :meth:`variational_bound`, validation and test: the EMA's), for samplers and the bound.

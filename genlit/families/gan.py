@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from genlit.families.base import SAMPLE_QUALITY_PANELS, GenerativeFamily, NonFinitePolicy, ShapeNetFactory
 from genlit.families.manual_steps import backward_synced, frozen
+from genlit.families.protocols import OnnxGraph, OnnxInput
 from genlit.families.transfer import trainable_parameters
 from genlit.objectives.adversarial import (
     LossName,
@@ -66,6 +67,7 @@ class GAN(GenerativeFamily):
     """
 
     progress_bar_metrics = ("d_loss", "g_loss")
+    lora_trains = ("discriminator.*",)  # D judges the fine-tuned G on the new data: it trains whole
     metric_panels = {
         "G and D losses": ("g_loss", "d_loss"),
         "D(x) and D(G(z)): D's mean output": ("d_real", "d_fake"),
@@ -134,6 +136,15 @@ class GAN(GenerativeFamily):
     def noise(self, num: int, generator: torch.Generator | None = None) -> Tensor:
         """Latent noise z ~ N(0, I) of shape (num, latent_dim) on the module's device."""
         return torch.randn(num, self.generator.latent_dim, generator=generator, device=self.device)
+
+    def onnx_graph(self) -> OnnxGraph:
+        """The generator: ``z`` (B, latent_dim) and, when conditional, ``labels`` (B,) -> ``images`` (B, *data_shape)
+        (InfoGAN's ``z`` is the generator's whole input, codes included: :meth:`InfoGAN.generator_input`)."""
+        inputs = [OnnxInput("z", ("batch", self.generator.latent_dim))]
+        if self.conditional:
+            inputs.append(OnnxInput("labels", ("batch",), torch.long, self.num_classes))
+        names = ", ".join(i.name for i in inputs)
+        return OnnxGraph(self.generator, tuple(inputs), "images", f"the generator: ({names}) -> images")
 
     def draw(self, num: int, labels: Tensor | None, rng: SampleRNG, *, truncation: float = 1.0) -> Tensor:
         """``num`` samples G(z, labels) (num, *data_shape), z ~ N(0, I) per sample from ``rng``.

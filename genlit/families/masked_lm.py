@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from genlit.data.tokenizers import MASK, Tokenizer
 from genlit.families.base import GenerativeFamily, NonFinitePolicy
+from genlit.families.lora import TRANSFORMER_TARGETS
 from genlit.families.token_sampling import check_sampling_options, sample_next
 from genlit.families.tokenized import TokenizedModel
 from genlit.optim import decay_groups
@@ -131,6 +132,7 @@ class MaskedLM(TokenizedModel, GenerativeFamily):
     """
 
     progress_bar_metrics = ("loss",)
+    lora_targets = TRANSFORMER_TARGETS
     metric_panels = {
         "masked-token loss (nats)": ("loss",),
         "fill-mask accuracy": ("mask_accuracy",),

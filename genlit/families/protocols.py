@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 
@@ -138,3 +140,35 @@ class Translator(Protocol):
     shape_b: tuple[int, ...]
 
     def translate(self, x: Tensor, direction: str) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class OnnxInput:
+    """One input of an :class:`OnnxGraph`: its name, its shape (the strings ``"batch"`` and ``"sequence"`` name the
+    dynamic axes), its dtype and, for integer inputs, the range ``[0, high)`` of valid values (token ids, labels,
+    timesteps)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: torch.dtype = torch.float32
+    high: int | None = None
+
+
+@dataclass(frozen=True)
+class OnnxGraph:
+    """The network forward a family samples with, to export to ONNX: ``module(*inputs)`` -> one tensor ``output``.
+    ``description`` says what it is (``the generator: z -> images``); ``max_sequence`` bounds a ``"sequence"`` axis."""
+
+    module: nn.Module
+    inputs: tuple[OnnxInput, ...]
+    output: str
+    description: str
+    max_sequence: int | None = None
+
+
+@runtime_checkable
+class OnnxExportable(Protocol):
+    """Has one network forward that sampling repeats or ends with, which ``genlit export --format onnx`` writes (the
+    GANs' generator, the diffusion denoiser, the language models' token logits); the loop around it stays in Python."""
+
+    def onnx_graph(self) -> OnnxGraph: ...

@@ -1,6 +1,7 @@
 """What the language-model families share about their tokenizer: it comes from the DataModule at ``setup``, is
 checked against the model's vocabulary, travels in the checkpoint (so sampling needs no dataset), and says how many
-characters or bytes each token stands for (so bits per character or byte are exact whatever the tokenizer)."""
+characters or bytes each token stands for (so bits per character or byte are exact whatever the tokenizer); and the
+forward both sample with, as an ONNX graph (token ids -> logits)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import torch
 from torch import Tensor
 
 from genlit.data.tokenizers import Tokenizer, tokenizer_from_json
+from genlit.families.protocols import OnnxGraph, OnnxInput
 
 TOKENIZER_KEY = "genlit_tokenizer"
 
 
 class TokenizedModel:
-    """Mixin for a LightningModule with ``hparams.vocab_size``, placed before its family base in the class list.
+    """Mixin for a LightningModule with ``hparams.vocab_size`` and ``hparams.block_size`` and a ``net`` mapping token
+    ids (B, T) to logits (B, T, vocab_size), placed before its family base in the class list.
 
     Subclasses set ``self.tokenizer = None`` and ``self._unit_lengths = None`` in ``__init__`` and may extend
     :meth:`check_tokenizer` with their own requirements (the masked LM's ``[MASK]``).
@@ -53,6 +56,13 @@ class TokenizedModel:
         super().on_load_checkpoint(checkpoint)
         if TOKENIZER_KEY in checkpoint:
             self.set_tokenizer(tokenizer_from_json(checkpoint[TOKENIZER_KEY]))
+
+    def onnx_graph(self) -> OnnxGraph:
+        """The net's forward: ``tokens`` (B, T) int64 ids -> ``logits`` (B, T, vocab_size), any batch size and any
+        ``T <= block_size`` (the sampling loop, its cache and the tokenizer stay outside)."""
+        vocab, block = self.hparams.vocab_size, self.hparams.block_size
+        token_ids = OnnxInput("tokens", ("batch", "sequence"), torch.long, vocab)
+        return OnnxGraph(self.net, (token_ids,), "logits", "the token logits: (tokens) -> logits", block)
 
     @property
     def unit(self) -> str:

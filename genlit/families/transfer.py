@@ -1,5 +1,5 @@
-"""Fine-tuning from weights: ``init_from``, ``init_strict``, ``init_key_map`` and ``freeze``, for every module
-genlit trains.
+"""Fine-tuning from weights: ``init_from``, ``init_strict``, ``init_key_map``, ``freeze`` and ``lora``, for every
+module genlit trains.
 
 Every module on :class:`~genlit.families.base.TrainingModule` takes these keyword options without its own
 ``__init__`` naming them (``--model.init_from PATH --model.freeze '[generator.mapping.*]'`` on ``genlit fit``, or
@@ -17,6 +17,9 @@ signature (which LightningCLI and ``load_from_checkpoint`` read) and takes them 
   one table of what was loaded, missing and unexpected is printed. Shapes that disagree are one clear error unless
   ``init_strict`` is false (then they are skipped and reported). The module's run state is never copied: its EMA
   restarts from the loaded weights, and its own counters (top-level buffers named ``_...``) start at zero.
+- ``lora``: LoRA adapters through Hugging Face ``peft`` (:mod:`genlit.families.lora`), injected when the module is
+  built; only the adapters (and what ``lora.train`` names) train. ``init_from`` loads into the adapted layers' base
+  weights by their plain names.
 
 When: Lightning calls ``setup``, then restores a resumed run's checkpoint (``--ckpt_path``), then builds the
 optimizers, then calls ``on_fit_start``. ``trainer.ckpt_path`` is only set once it restores, so the base loads
@@ -33,12 +36,14 @@ import inspect
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
 from genlit.checkpoints import read_weights
+from genlit.families.lora import LoraAdapters, LoraOptions, base_name, is_adapter
 
 EMA_PREFIX = "ema."  # the state-dict entries of a family's EMA copy (GenerativeFamily.ema)
 _KW = inspect.Parameter.KEYWORD_ONLY
@@ -47,6 +52,7 @@ TRANSFER_PARAMETERS = (
     inspect.Parameter("init_strict", _KW, default=True, annotation=bool),
     inspect.Parameter("init_key_map", _KW, default=None, annotation=dict[str, str] | None),
     inspect.Parameter("freeze", _KW, default=None, annotation=list[str] | None),
+    inspect.Parameter("lora", _KW, default=None, annotation=dict[str, Any] | None),
 )
 """The options every module takes (keyword-only, added to each ``__init__``'s signature)."""
 _SIGNATURES: dict = {}  # each __init__ -> (its signature as written, with the transfer options)
@@ -56,6 +62,8 @@ _OPTIONS_DOC = [  # their entries in each class's Args (the help of the command 
     "    init_strict: tensors whose shapes differ from this model's are an error (false: skipped and reported).",
     '    init_key_map: renames of name prefixes in init_from before matching, e.g. {"G.": "generator."}.',
     "    freeze: fnmatch patterns of parameter names that do not train (no optimizer state), e.g. [net.blocks.0.*].",
+    "    lora: LoRA adapters (peft), e.g. {r: 8, alpha: 16, dropout: 0.0, target: [attn.qkv], train: []}: only they",
+    "        (and what train names) train; target defaults to the family's layers (genlit.families.lora).",
 ]
 
 
@@ -67,11 +75,13 @@ class TransferOptions:
     init_strict: bool = True
     init_key_map: Mapping[str, str] = field(default_factory=dict)
     freeze: tuple[str, ...] = ()
+    lora: LoraOptions | None = None
 
     @classmethod
     def take(cls, kwargs: dict) -> TransferOptions:
         """Remove the options from a constructor's keyword arguments ``kwargs``; one clear error for a wrong type."""
         init_from, strict = kwargs.pop("init_from", None), kwargs.pop("init_strict", True)
+        lora = LoraOptions.parse(kwargs.pop("lora", None))
         key_map, freeze = kwargs.pop("init_key_map", None) or {}, kwargs.pop("freeze", None) or ()
         freeze = (freeze,) if isinstance(freeze, str) else tuple(freeze)
         if init_from is not None and not isinstance(init_from, str | os.PathLike):
@@ -84,12 +94,13 @@ class TransferOptions:
                              f"got {key_map!r}")  # fmt: skip
         if not all(isinstance(p, str) and p for p in freeze):
             raise ValueError(f"freeze must be a list of name patterns, e.g. ['generator.mapping.*'], got {freeze!r}")
-        return cls(None if init_from is None else os.fspath(init_from), strict, dict(key_map), freeze)
+        return cls(None if init_from is None else os.fspath(init_from), strict, dict(key_map), freeze, lora)
 
     def hparams(self) -> dict:
         """The options as hyperparameters (as LightningCLI records them)."""
         return {"init_from": self.init_from, "init_strict": self.init_strict,
-                "init_key_map": dict(self.init_key_map) or None, "freeze": list(self.freeze) or None}  # fmt: skip
+                "init_key_map": dict(self.init_key_map) or None, "freeze": list(self.freeze) or None,
+                "lora": None if self.lora is None else self.lora.hparams()}  # fmt: skip
 
 
 class TakesTransferOptions(type):
@@ -115,6 +126,9 @@ class TakesTransferOptions(type):
     def __call__(cls, *args, **kwargs):
         options = TransferOptions.take(kwargs)
         module = super().__call__(*args, **kwargs)
+        if options.lora is not None:  # after __init__: the layers exist; before any state dict is loaded
+            module.lora_adapters = module.add_lora(options.lora)
+            options = replace(options, lora=module.lora_adapters.options)  # the family's defaults filled in
         module.transfer_options = options
         module.hparams.update(options.hparams())
         if hasattr(module, "_hparams_initial"):
@@ -170,7 +184,7 @@ def freeze_parameters(module: nn.Module, patterns: Sequence[str]) -> int:
     if not training:
         raise ValueError(f"--model.freeze {list(patterns)} freezes every parameter; nothing would train")
     frozen_count = sum(p.numel() for p in chosen.values())
-    _say(f"freeze {list(patterns)}: {len(chosen)} tensors ({frozen_count:,} parameters) frozen, "
+    say(f"freeze {list(patterns)}: {len(chosen)} tensors ({frozen_count:,} parameters) frozen, "
          f"{sum(p.numel() for p in training.values()):,} parameters train")  # fmt: skip
     return len(chosen)
 
@@ -214,6 +228,7 @@ class InitReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
     run_state: list[str] = field(default_factory=list)
+    adapters: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         """One table: the count and the (abbreviated) names of each outcome."""
@@ -223,6 +238,8 @@ class InitReport:
                 ("unexpected", self.unexpected, "in the file, not in this model"),
                 ("shape skipped", [m[0] for m in self.mismatched], f"shapes differ; {fresh}"),
                 ("run state", self.run_state, run)]  # fmt: skip
+        if self.adapters:
+            rows.append(("lora adapters", self.adapters, "fresh (B = 0): the run starts at the loaded model"))
         lines = [f"init_from {self.source}: {len(self.loaded)} tensors loaded"]
         for label, names, note in rows:
             shown = abbreviated(names) + (f"  ({note})" if names and note else "")
@@ -272,19 +289,39 @@ def match_weights(
 
 
 def initialize_from(module: nn.Module, options: TransferOptions) -> InitReport | None:
-    """Load ``options.init_from`` into ``module`` (:func:`match_weights` after the renames of ``init_key_map``),
-    restart its EMA from the loaded weights (``restart_ema``, where it keeps one) and print the table; None when
-    there is nothing to load."""
+    """Load ``options.init_from`` into ``module`` (:func:`match_weights` after the renames of ``init_key_map``; the
+    base weights of LoRA-adapted layers by their plain names, the adapters left fresh), restart its EMA from the
+    loaded weights (``restart_ema``, where it keeps one) and print the table; None when there is nothing to load."""
     if options.init_from is None:
         return None
     source = renamed(read_weights(options.init_from, option="--model.init_from"), options.init_key_map)
-    tensors, report = match_weights(module.state_dict(), source, options.init_strict, options.init_from)
-    module.load_state_dict(tensors, strict=False)
+    if any(is_adapter(name) for name in source):
+        raise ValueError(f"init_from {options.init_from} holds LoRA adapters; genlit export it first (which merges "
+                         "them into the weights) and start from the export")  # fmt: skip
+    state = module.state_dict()
+    plain = {base_name(name): name for name in state if not is_adapter(name)}  # adapted layers by their plain names
+    target = {name: state[real] for name, real in plain.items()}
+    tensors, report = match_weights(target, source, options.init_strict, options.init_from)
+    module.load_state_dict({plain[name]: tensor for name, tensor in tensors.items()}, strict=False)
+    report.adapters = sorted(n for n in state if is_adapter(n) and not n.startswith(EMA_PREFIX))
     restart = getattr(module, "restart_ema", None)
     if callable(restart):
         restart()
-    _say(report.table())
+    say(report.table())
     return report
+
+
+def lora_summary(module: nn.Module, adapters: LoraAdapters) -> str:
+    """One line: the adapters of ``module``, what else trains and what is frozen (the EMA copy apart)."""
+    params = [(n, p) for n, p in module.named_parameters() if not n.startswith(EMA_PREFIX)]
+    adapter = sum(p.numel() for n, p in params if is_adapter(n) and p.requires_grad)
+    other = sum(p.numel() for n, p in params if p.requires_grad and not is_adapter(n))
+    frozen = sum(p.numel() for _, p in params if not p.requires_grad)
+    o = adapters.options
+    also = f" ({', '.join(o.train)})" if other else ""
+    return (f"lora r={o.r} alpha={o.alpha:g} dropout={o.dropout:g}: adapters on {len(adapters.layers)} layers "
+            f"({abbreviated(adapters.layers)}); {adapter:,} adapter parameters and {other:,} others{also} train, "
+            f"{frozen:,} frozen")  # fmt: skip
 
 
 def abbreviated(names: Sequence[str], limit: int = 4) -> str:
@@ -308,5 +345,5 @@ def abbreviated(names: Sequence[str], limit: int = 4) -> str:
 
 
 @rank_zero_only
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(text, flush=True)

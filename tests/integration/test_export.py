@@ -1,8 +1,10 @@
 """``genlit export`` and loading without pickle, end to end: export, then ``genlit sample --ckpt DIR`` and
 ``genlit.load(DIR)`` give the same samples as the checkpoint for a GAN, a VAE, a diffusion model, a GPT with its
-tokenizer and a PixelCNN; the model card names the data and the metrics; fine-tuning from a checkpoint or an export
-through ``genlit fit`` (``--model.init_from``, ``--model.freeze``), resumed without reloading; and every bad input
-(a tampered config, missing weights, a bad freeze pattern, shapes that differ) is one clear line."""
+tokenizer and a PixelCNN; ``--format onnx`` writes a graph that ONNX Runtime runs as torch does (GAN, VAE, diffusion,
+GPT) and refuses a PixelCNN in one line; the model card names the data and the metrics; fine-tuning from a checkpoint
+or an export through ``genlit fit`` (``--model.init_from``, ``--model.freeze``, ``--model.lora``), resumed without
+reloading, a LoRA run exported with its adapters merged; and every bad input (a tampered config, missing weights, a
+bad freeze pattern or LoRA target, shapes that differ) is one clear line."""
 
 import json
 import re
@@ -13,9 +15,11 @@ import pytest
 import torch
 
 import genlit
-from genlit.checkpoints import read_checkpoint
+from genlit.checkpoints import read_checkpoint, read_exported_weights
 from genlit.cli import main
+from genlit.commands import onnx_export
 from genlit.commands.evaluate import write_record
+from genlit.families.lora import is_adapter
 from tests.conftest import EXPERIMENTS
 from tests.integration.helpers import FAST, fit, mnist_args
 
@@ -67,17 +71,30 @@ def drawn(source, out, options):
 
 
 @pytest.fixture(scope="module")
-def gan_export(tmp_path_factory, mnist_dir):
+def runs(tmp_path_factory, mnist_dir):
+    """``runs(family)``: the ``last.ckpt`` of a tiny run of ``family`` (:data:`RUNS`), made on first use and shared
+    by this module's tests (which only read it)."""
+    made = {}
+
+    def run(name: str):
+        if name not in made:
+            made[name] = run_family(name, tmp_path_factory.mktemp(name) / "runs", mnist_dir)
+        return made[name]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def gan_export(tmp_path_factory, runs):
     """A toy GAN run and its export."""
-    root = tmp_path_factory.mktemp("gan")
-    ckpt = run_family("gan", root / "runs", mnist_dir)
-    main(["export", "--ckpt", str(ckpt), "--out", str(root / "export")])
-    return ckpt, root / "export"
+    ckpt, out = runs("gan"), tmp_path_factory.mktemp("gan_export") / "export"
+    main(["export", "--ckpt", str(ckpt), "--out", str(out)])
+    return ckpt, out
 
 
 @pytest.mark.parametrize("family", list(RUNS))
-def test_an_export_samples_as_its_checkpoint(family, tmp_path, mnist_dir, capsys):
-    ckpt = run_family(family, tmp_path / "runs", mnist_dir)
+def test_an_export_samples_as_its_checkpoint(family, tmp_path, runs, capsys):
+    ckpt = runs(family)
     out = tmp_path / "export"
     main(["export", "--ckpt", str(ckpt), "--out", str(out)])
     files = {p.name for p in out.iterdir()}
@@ -98,8 +115,72 @@ def test_an_export_samples_as_its_checkpoint(family, tmp_path, mnist_dir, capsys
         assert torch.equal(first, model.sample(4, generator=torch.Generator().manual_seed(0)))
 
 
-def test_the_model_card_names_the_data_and_the_metrics(tmp_path, mnist_dir):
-    ckpt = run_family("vae", tmp_path / "runs", mnist_dir)
+@pytest.mark.parametrize("family, inputs", [("gan", ["z"]), ("vae", ["z"]), ("diffusion", ["x_t", "t"]),
+                                            ("gpt", ["tokens"])])  # fmt: skip
+def test_an_onnx_export_runs_in_onnx_runtime_as_in_torch(family, inputs, tmp_path, runs):
+    out = tmp_path / "export"
+    main(["export", "--ckpt", str(runs(family)), "--out", str(out), "--format", "safetensors", "onnx"])
+    assert {"model.onnx", "model.safetensors", "config.json", "README.md"} <= {p.name for p in out.iterdir()}
+    record = json.loads((out / "config.json").read_text())["onnx"]
+    assert [i["name"] for i in record["inputs"]] == inputs and record["check"]["max_abs_diff"] <= 1e-4
+    card = (out / "README.md").read_text()
+    assert "### ONNX" in card and "session.run(None" in card and record["forward"] in card
+    model = genlit.load(out)  # the exported weights, as torch runs them
+    graph, session = onnx_export.onnx_graph_of(model), onnx_export.inference_session(out / "model.onnx")
+    inputs = onnx_export.random_inputs(graph, 3, record["max_sequence"] and record["max_sequence"] - 1, seed=11)
+    with torch.no_grad(), model.eval_mode():
+        expected = graph.module(*inputs).numpy()
+    got = session.run(None, {spec.name: t.numpy() for spec, t in zip(graph.inputs, inputs, strict=True)})[0]
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_a_family_without_an_onnx_route_is_one_line(runs, tmp_path, capsys):
+    line = error_line(capsys, "export", "--ckpt", str(runs("pixelcnn")), "--out", str(tmp_path / "x"), "--format",
+                      "safetensors", "onnx")  # fmt: skip
+    assert "PixelCNN has no single forward to export" in line and "GAN" in line and "Diffusion" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lora_run_fine_tunes_resumes_and_exports_merged(runs, tmp_path, capsys):
+    base = runs("gpt")
+    capsys.readouterr()
+    overrides = RUNS["gpt"][1][2:]  # the tiny net, without max_steps
+    run = fit("autoregressive/gpt_shakespeare_char_cpu.yaml", tmp_path / "runs", "--trainer.max_steps", "3",
+              *overrides, *QUICK, "--model.init_from", str(base), "--model.lora", "{r: 4, alpha: 8}")  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"init_from {base}:" in out and "lora adapters" in out and "lora r=4 alpha=8 dropout=0: adapters on 4" in out
+    last = run / "checkpoints" / "last.ckpt"
+    first = read_checkpoint(last)["state_dict"]
+    main(["fit", "--config", str(run / "config.yaml"), "--ckpt_path", str(last), "--trainer.max_steps", "6", *FAST])
+    out = capsys.readouterr().out
+    assert "init_from" not in out and "lora r=4" in out
+    resumed, pretrained = read_checkpoint(last)["state_dict"], read_checkpoint(base)["state_dict"]
+    assert set(resumed) == set(first)
+    for name, value in resumed.items():
+        if is_adapter(name) and ".lora_B." in name and not name.startswith("ema."):
+            assert not torch.equal(value, first[name]), name  # the adapters trained on
+        elif not is_adapter(name) and name.startswith("net."):
+            assert torch.equal(value, pretrained[name.replace(".base_layer.", ".")]), name  # the base never moved
+    export = tmp_path / "export"
+    main(["export", "--ckpt", str(last), "--out", str(export), "--format", "safetensors", "onnx"])
+    weights, config = read_exported_weights(export), json.loads((export / "config.json").read_text())
+    assert set(weights) == set(pretrained) and "lora" not in config["hyper_parameters"]  # plain names: no peft needed
+    assert config["source"]["lora"]["r"] == 4
+    assert "Fine-tuned with LoRA adapters (rank 4" in (export / "README.md").read_text()
+    merged = genlit.load(last)  # the LoRA run as it trained, the adapters beside the base weights
+    texts = merged.sample(2, generator=torch.Generator().manual_seed(5), prompt="ROMEO:", max_new_tokens=16)
+    assert len(texts) == 2 and all(t.startswith("ROMEO:") for t in texts)
+    assert merged.lora_adapters is not None and merged.merge_lora() is not None
+    exported, seed = genlit.load(export), torch.Generator().manual_seed(5)
+    options = {"prompt": "ROMEO:", "max_new_tokens": 16}
+    assert exported.sample(2, generator=seed, **options) == merged.sample(2, generator=torch.Generator().manual_seed(5),
+                                                                           **options)  # fmt: skip
+    assert all(torch.equal(v, merged.state_dict()[k]) for k, v in exported.state_dict().items())
+
+
+def test_the_model_card_names_the_data_and_the_metrics(tmp_path, runs, mnist_dir):
+    ckpt = tmp_path / "last.ckpt"
+    shutil.copyfile(runs("vae"), ckpt)  # its own copy: the evaluation record goes beside it
     record = {"source": str(ckpt), "extractor": "mnist_classifier@abc123", "num_samples": 1000,
               "reference": {"dataset": str(mnist_dir), "split": "test", "num_images": 1000},
               "metrics": {"fid": 41.25, "precision": 0.61}}  # fmt: skip
@@ -151,6 +232,8 @@ def test_a_bad_freeze_pattern_and_shapes_that_differ_are_one_line(gan_export, tm
     assert "is (128,) in the file but (64,) here" in line and "--model.init_strict false" in line
     line = error_line(capsys, *base, "--model.init_from", str(tmp_path / "none.ckpt"))
     assert "no such checkpoint or exported folder" in line
+    line = error_line(capsys, *base, "--model.lora", "{target: [generator.nett.*]}")
+    assert "--model.lora target 'generator.nett.*' matches no layer; the closest layer names are" in line
 
 
 @pytest.mark.parametrize("tamper, message", [
@@ -179,11 +262,11 @@ def edit(folder, class_path=None, **hparams) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def test_export_refuses_onnx_and_a_full_folder_and_leaves_nothing_half_written(gan_export, tmp_path, capsys,
-                                                                               monkeypatch):  # fmt: skip
+def test_export_refuses_a_bad_format_and_a_full_folder_and_leaves_nothing_half_written(gan_export, tmp_path, capsys,
+                                                                                       monkeypatch):  # fmt: skip
     ckpt, export = gan_export
-    line = error_line(capsys, "export", "--ckpt", str(ckpt), "--out", str(tmp_path / "x"), "--format", "onnx")
-    assert "--format" in line and "safetensors" in line
+    line = error_line(capsys, "export", "--ckpt", str(ckpt), "--out", str(tmp_path / "x"), "--format", "tflite")
+    assert "--format" in line and "safetensors" in line and "onnx" in line
     line = error_line(capsys, "export", "--ckpt", str(ckpt), "--out", str(export))
     assert "exists and is not an empty folder" in line
     import genlit.commands.export as export_command
@@ -195,3 +278,7 @@ def test_export_refuses_onnx_and_a_full_folder_and_leaves_nothing_half_written(g
     assert "the card could not be written" in error_line(capsys, "export", "--ckpt", str(ckpt), "--out",
                                                          str(tmp_path / "half"))  # fmt: skip
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary one
+    monkeypatch.setattr(onnx_export, "_difference", lambda *args: 0.01)  # an ONNX graph that does not match torch
+    line = error_line(capsys, "export", "--ckpt", str(ckpt), "--out", str(tmp_path / "onnx"), "--format", "onnx")
+    assert "model.onnx of this GAN differs from torch by 0.01 (more than 0.0001)" in line
+    assert list(tmp_path.iterdir()) == []
