@@ -8,7 +8,7 @@ import re
 
 from jsonargparse import ArgumentError
 
-from genlit.families.base import NonFiniteLossError
+from genlit.families.training import NonFiniteLossError
 
 # bad input, and a run that stops on a non-finite loss: one line, no traceback
 USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, NonFiniteLossError)

@@ -2,7 +2,7 @@
 their metrics records (``<run>/metrics.csv``, :mod:`genlit.commands.record`), so no account or network is needed.
 
 The panels are the family's (``metric_panels`` of the model class in the run's ``config.yaml``;
-:class:`genlit.families.base.TrainingModule`): G and D losses and D(x), D(G(z)) for a GAN, ELBO and KL for a VAE,
+:class:`genlit.families.training.TrainingModule`): G and D losses and D(x), D(G(z)) for a GAN, ELBO and KL for a VAE,
 the loss overall and by noise-level quartile for diffusion, loss and bits per character for a language model,
 and FID (or the toy data's modes) where measured. ``--metrics`` draws others instead, a panel each. Several runs
 are drawn on shared axes. The figure goes to ``--out``: by default ``metrics.png`` in the run folder for one run,
@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from genlit.commands.figures import Panels, check_figure_path, draw_panels, save_figure, series
 from genlit.commands.options import parse_args
 from genlit.commands.record import metric_names, read_metrics
-from genlit.families.base import TrainingModule
+from genlit.families.training import TrainingModule
 
 RUN_FIGURE = "metrics.png"
 COMPARE_FIGURE = "compare.png"

@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from genlit.families.base import NonFinitePolicy, TrainingModule
+from genlit.families.training import NonFinitePolicy, TrainingModule
 
 ClassifierFactory = Callable[[tuple[int, ...], int], nn.Module]
 """A net class taking ``(data_shape, num_classes)``, with ``forward`` -> logits and ``features``."""

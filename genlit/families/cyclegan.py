@@ -22,7 +22,7 @@ step (both discriminators, one optimizer) on that step's fakes through the pools
 ``global_step`` (and ``max_steps``) counts both optimizer steps: 2 per batch, so ``max_steps: 6000`` is 3,000 batches.
 
 How it fits the family contract: CycleGAN does not sample from noise; it maps an image of one domain to the other.
-It is therefore a :class:`~genlit.families.base.TrainingModule` (optimizers, non-finite checks, exact resume)
+It is therefore a :class:`~genlit.families.training.TrainingModule` (optimizers, non-finite checks, exact resume)
 offering the :class:`~genlit.families.protocols.Translator` capability (``translate(x, direction)``), not a
 :class:`~genlit.families.base.GenerativeFamily`: a ``sample(num, seed)`` would have to invent inputs, and
 ``genlit sample`` on its checkpoint says it has no ``sample()``. ``genlit translate``, the
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from genlit.families.base import NonFinitePolicy, TrainingModule
+from genlit.families.training import NonFinitePolicy, TrainingModule
 from genlit.families.manual_steps import backward_synced, frozen
 from genlit.families.transfer import trainable_parameters
 from genlit.objectives.adversarial import discriminator_loss, generator_loss

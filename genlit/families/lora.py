@@ -14,10 +14,10 @@ option is a mapping, every key optional:
   of a name (``attn.qkv`` matches ``net.blocks.3.attn.qkv``, as in peft's ``target_modules``). Among the modules a
   pattern matches, those LoRA can adapt get adapters (``mlp.*`` adapts ``mlp.fc`` and ``mlp.fc_out``, not the
   activation); a pattern that matches none is one clear error naming the closest layer names. Default: the family's
-  :attr:`~genlit.families.base.TrainingModule.lora_targets`.
+  :attr:`~genlit.families.training.TrainingModule.lora_targets`.
 - ``train``: fnmatch patterns over parameter names (as ``freeze``'s) of the base parameters that keep training
   beside the adapters. Every other parameter is frozen (no gradient, no optimizer state). Default: the family's
-  :attr:`~genlit.families.base.TrainingModule.lora_trains`: a GAN's discriminator trains whole, since the generator
+  :attr:`~genlit.families.training.TrainingModule.lora_trains`: a GAN's discriminator trains whole, since the generator
   it judges is fine-tuned on new data. ``freeze`` applies afterwards and may freeze adapters too.
 
 When: the adapters are injected when the module is built, after its ``__init__`` (by the metaclass of

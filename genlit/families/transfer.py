@@ -1,7 +1,7 @@
 """Fine-tuning from weights: ``init_from``, ``init_strict``, ``init_key_map``, ``freeze`` and ``lora``, for every
 module genlit trains.
 
-Every module on :class:`~genlit.families.base.TrainingModule` takes these keyword options without its own
+Every module on :class:`~genlit.families.training.TrainingModule` takes these keyword options without its own
 ``__init__`` naming them (``--model.init_from PATH --model.freeze '[generator.mapping.*]'`` on ``genlit fit``, or
 under ``init_args`` in YAML): :class:`TakesTransferOptions`, the base's metaclass, adds them to each ``__init__``'s
 signature (which LightningCLI and ``load_from_checkpoint`` read) and takes them off the arguments before that
@@ -104,7 +104,7 @@ class TransferOptions:
 
 
 class TakesTransferOptions(type):
-    """Metaclass of :class:`~genlit.families.base.TrainingModule`: every ``__init__`` of its subclasses shows the
+    """Metaclass of :class:`~genlit.families.training.TrainingModule`: every ``__init__`` of its subclasses shows the
     transfer options in its signature, and a call of the class takes them off before ``__init__`` runs (no wrapper
     of ``__init__``, so Lightning's ``save_hyperparameters`` still finds each ``__init__``'s frame)."""
 

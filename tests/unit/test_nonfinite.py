@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from genlit import GAN, ToyDataModule
 from genlit.checkpoints import read_checkpoint
-from genlit.families.base import NonFiniteLossError
+from genlit.families.training import NonFiniteLossError
 from genlit.families.vae import VAE
 from genlit.nets.mlp import MLPDiscriminator, MLPGenerator
 from genlit.nets.mlp_vae import MLPDecoder, MLPEncoder
