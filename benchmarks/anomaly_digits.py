@@ -43,17 +43,21 @@ def fit(config: str, data: list[str], root: Path, steps: int, *extra: str) -> tu
     return str(path), cli.trainer.global_step, seconds
 
 
-def digit_row(config: str, digit: int, steps: int, mutation_rate: float, test_args: list[str]) -> dict:
-    """Fit model and background without ``digit``, test with both: the AUROC of every score, steps and times."""
+def digit_row(config: str, digit: int, steps: int, mutation_rate: float | None, test_args: list[str]) -> dict:
+    """Fit model and background (unless ``mutation_rate`` is None) without ``digit``, test with both: the AUROC
+    of every score, steps and times."""
     data = ["--data.dataset", os.path.join(os.environ["GENLIT_DATA_DIR"], "mnist"),
             "--data.held_out_classes", f"[{digit}]"]  # fmt: skip
     with tempfile.TemporaryDirectory() as root:
         model, model_steps, model_s = fit(config, data, Path(root) / "model", steps)
-        background, bg_steps, bg_s = fit(config, data, Path(root) / "background", steps,
-                                         "--data.mutation_rate", str(mutation_rate))  # fmt: skip
+        with_background, bg_steps, bg_s = [], 0, 0.0
+        if mutation_rate is not None:
+            background, bg_steps, bg_s = fit(config, data, Path(root) / "background", steps,
+                                             "--data.mutation_rate", str(mutation_rate))  # fmt: skip
+            with_background = ["--model.anomaly_background", background]
         start = time.perf_counter()
         test = GenlitCLI(["test", "--config", config, *data, *QUIET, "--trainer.default_root_dir", root,
-                          "--ckpt_path", model, "--model.anomaly_background", background, *test_args])  # fmt: skip
+                          "--ckpt_path", model, *with_background, *test_args])  # fmt: skip
         test_s = time.perf_counter() - start
     metrics = test.trainer.callback_metrics
     row = {score: float(metrics[f"test/anomaly_auroc_{score}"]) for score in SCORES
@@ -70,12 +74,14 @@ def main() -> None:
     parser.add_argument("--steps", type=positive_int, default=1500, help="training steps of each model")
     parser.add_argument("--digits", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--mutation-rate", type=float, default=0.2, help="the background's input mutation rate")
+    parser.add_argument("--no-background", action="store_true", help="no background model (no likelihood ratio)")
     parser.add_argument("--test-args", nargs=argparse.REMAINDER, default=[], help="more `genlit test` arguments")
     parser.add_argument("--out", default=None, help="JSON of the table (default: anomaly_digits_<config>.json)")
     args = parser.parse_args()
     rows = []
     for digit in args.digits:
-        rows.append(digit_row(args.config, digit, args.steps, args.mutation_rate, args.test_args))
+        mutation_rate = None if args.no_background else args.mutation_rate
+        rows.append(digit_row(args.config, digit, args.steps, mutation_rate, args.test_args))
         _print_row(rows[-1])
     scores = [s for s in SCORES if all(s in r["auroc"] for r in rows)]
     means = {s: sum(r["auroc"][s] for r in rows) / len(rows) for s in scores}
