@@ -28,6 +28,16 @@ def mnist_dir(data_dir: Path) -> Path:
     return data_dir / "mnist"
 
 
+def speaker_corpora(config: Path, folder: Path, data_dir: Path) -> None:
+    """Write the corpora that the text transfer experiments (experiments/finetune/gpt_*) read from
+    ``runs/finetune/speakers/`` relative to the working directory, as ``python -m genlit.data.speakers`` does,
+    under ``folder`` (the test's working directory); nothing for other experiments."""
+    from genlit.data.speakers import write_speaker_corpora
+
+    if "runs/finetune/speakers/" in config.read_text():
+        write_speaker_corpora(data_dir / "tinyshakespeare" / "input.txt", folder=folder / "runs/finetune/speakers")
+
+
 def code_file(folder: Path, num: int = 200, grid: tuple[int, int] = (7, 7), num_codes: int = 256) -> Path:
     """A file of random code grids (``arr_0`` int64 (num, *grid) in 0..num_codes-1), as ``genlit encode`` writes, for
     the experiments whose TokenSequenceDataModule reads codes that a trained VQ-VAE would export."""

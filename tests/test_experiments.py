@@ -5,14 +5,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 
 from genlit.cli import GenlitCLI
-from tests.conftest import EXPERIMENTS, code_file
+from tests.conftest import EXPERIMENTS, code_file, speaker_corpora
 
 CONFIGS = sorted(EXPERIMENTS.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(EXPERIMENTS)) for c in CONFIGS])
-def test_config_instantiates(config, mnist_dir, tmp_path, monkeypatch):  # text configs read $GENLIT_DATA_DIR
+def test_config_instantiates(config, data_dir, mnist_dir, tmp_path, monkeypatch):  # text configs read $GENLIT_DATA_DIR
     monkeypatch.chdir(tmp_path)
+    speaker_corpora(config, tmp_path, data_dir)  # the text transfer experiments' corpora
     args = ["--config", str(config)]
     if "ImageDataModule" in config.read_text():
         args += ["--data.init_args.dataset", str(mnist_dir)]  # offline copy instead of the Hub id

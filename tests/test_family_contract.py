@@ -31,7 +31,7 @@ from genlit.nets.pixelcnn import GatedPixelCNN
 from genlit.nets.unet import UNet
 from genlit.nets.vqvae import VectorQuantizer, VQDecoder, VQEncoder
 from genlit.seeding import rank_range
-from tests.conftest import EXPERIMENTS, code_file
+from tests.conftest import EXPERIMENTS, code_file, speaker_corpora
 from tests.unit.test_cyclegan import check_translator
 
 NUM = 9  # samples per check: batch sizes 1, 7 and 9 split them differently
@@ -98,6 +98,7 @@ GENERATIVE_EXPERIMENTS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.pare
 def experiment_model(config, data_dir, tmp_path, monkeypatch) -> GenerativeFamily:
     """The model an experiment builds (data shape, classes, vocabulary linked from its DataModule)."""
     monkeypatch.chdir(tmp_path)
+    speaker_corpora(config, tmp_path, data_dir)  # the text transfer experiments' corpora
     args = ["--config", str(config)]
     if "ImageDataModule" in config.read_text():
         args += ["--data.init_args.dataset", str(data_dir / "mnist")]

@@ -9,7 +9,10 @@ validation) tests.
 
 The tokenizer is built from the training text: a byte-level BPE is trained on it alone; a character
 vocabulary also takes the characters of the held-out text (as nanoGPT's does), so validation always
-encodes; the only thing it learns from them is that they exist. ``storage`` says where the tokens live:
+encodes; the only thing it learns from them is that they exist. ``tokenizer_from`` takes another model's
+tokenizer instead (a checkpoint, an exported folder or a tokenizer JSON): fine-tuning on a new corpus needs the
+token ids the pre-trained model was trained with, which a tokenizer built from the new text would not give
+(``--model.init_from CKPT --data.tokenizer_from CKPT``). ``storage`` says where the tokens live:
 
 - ``memory`` (default): each split is read whole and encoded once into a 1-D int64 tensor kept in memory.
 - ``disk``: each split is read and encoded a chunk at a time into a flat token file (uint16 or uint32,
@@ -48,6 +51,7 @@ from genlit.data.tokenizers import (
     Tokenizer,
     TokenizerName,
     build_tokenizer,
+    read_tokenizer,
     tokenizer_from_json,
     with_mask_token,
 )
@@ -82,6 +86,10 @@ class TextDataModule(L.LightningDataModule):
             its BPE is trained on.
         mask_token: add ``[MASK]`` to the tokenizer as its last id (what a masked language model needs; see
             :func:`genlit.data.tokenizers.with_mask_token`). The text's tokens are unchanged.
+        tokenizer_from: use the tokenizer stored there instead of building one from the text: a language model's
+            checkpoint, a folder written by ``genlit export`` or a tokenizer JSON file
+            (:func:`genlit.data.tokenizers.read_tokenizer`); its kind must be ``tokenizer``'s, and a character
+            vocabulary must hold every character of the text. For fine-tuning: the same path as ``init_from``.
 
     ``tokenizer``, ``vocab_size`` and ``block_size`` are available right after construction (the CLI links
     them into the model): the first access reads the source and builds (or loads) the tokenizer.
@@ -113,6 +121,7 @@ class TextDataModule(L.LightningDataModule):
         val_rows: int = 1000,
         tokenizer_sample_chars: int = 4_000_000,
         mask_token: bool = False,
+        tokenizer_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -122,6 +131,7 @@ class TextDataModule(L.LightningDataModule):
         self._stream: TextStream | None = None  # stream: the dataset and the start of its train split
         self._key: str | None = None
         self._tokenizer: Tokenizer | None = None
+        self._given: Tokenizer | None = None  # the tokenizer of tokenizer_from, read once
         self._corpora: dict[str, Tensor | TokenFile] | None = None  # split -> (N,) token ids, after setup
 
     def _check_args(self) -> None:
@@ -309,10 +319,41 @@ class TextDataModule(L.LightningDataModule):
         return self._stream
 
     def _build_tokenizer(self) -> Tokenizer:
-        """A tokenizer built from the training text as ``storage`` reads it (see the module docstring), with
-        ``[MASK]`` added when ``mask_token`` asks for it."""
-        tokenizer = self._build_text_tokenizer()
+        """A tokenizer built from the training text as ``storage`` reads it (see the module docstring), or the one
+        of ``tokenizer_from`` (checked against the text), with ``[MASK]`` added when ``mask_token`` asks for it."""
+        if self.hparams.tokenizer_from:
+            tokenizer = self._given_tokenizer()
+            self._check_covers(tokenizer)
+        else:
+            tokenizer = self._build_text_tokenizer()
         return with_mask_token(tokenizer) if self.hparams.mask_token else tokenizer
+
+    def _given_tokenizer(self) -> Tokenizer:
+        """The tokenizer of ``tokenizer_from``, read once; one clear error when its kind is not ``tokenizer``."""
+        if self._given is None:
+            hp = self.hparams
+            given = read_tokenizer(hp.tokenizer_from, option="--data.tokenizer_from")
+            kind = "char" if isinstance(given, CharTokenizer) else "bpe"
+            if kind != hp.tokenizer:
+                raise ValueError(f"--data.tokenizer_from {hp.tokenizer_from} holds a {kind} tokenizer but "
+                                 f"--data.tokenizer is {hp.tokenizer}; set --data.tokenizer {kind}")  # fmt: skip
+            self._given = given
+        return self._given
+
+    def _check_covers(self, tokenizer: Tokenizer) -> None:
+        """One clear error when a given character vocabulary lacks characters of the text (a BPE covers any)."""
+        if not isinstance(tokenizer, CharTokenizer) or self.hparams.storage == "stream":
+            return
+        if self.hparams.storage == "memory":
+            present = set().union(*map(set, self._split_texts().values()))
+        else:
+            present = set(self._source_scan().characters())
+        missing = sorted(present - set(tokenizer.chars))
+        if missing:
+            shown = ", ".join(map(repr, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            raise ValueError(f"--data.tokenizer_from {self.hparams.tokenizer_from} has no token for {len(missing)} "
+                             f"character(s) of the text: {shown}; the model it comes from cannot read this text "
+                             "(remove them from the text, or pre-train on a text that has them)")  # fmt: skip
 
     def _build_text_tokenizer(self) -> Tokenizer:
         hp = self.hparams
@@ -344,6 +385,8 @@ class TextDataModule(L.LightningDataModule):
             settings["bpe_vocab_size"] = hp.bpe_vocab_size
         if hp.mask_token:
             settings["mask_token"] = True
+        if hp.tokenizer_from:  # the given tokenizer itself, not its path: another file, another cache entry
+            settings["tokenizer_from"] = hashlib.sha256(self._given_tokenizer().to_json().encode()).hexdigest()[:24]
         if hp.storage == "stream":
             settings.update(storage="stream", val_rows=hp.val_rows, sample_chars=hp.tokenizer_sample_chars)
         elif hp.storage == "disk":

@@ -13,9 +13,11 @@ bits per character or byte of real text stay exact.
 from __future__ import annotations
 
 import json
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
@@ -267,6 +269,37 @@ def tokenizer_from_json(s: str) -> Tokenizer:
     raise ValueError(
         f"unknown tokenizer kind {kind!r} in the JSON; expected one of {', '.join(get_args(TokenizerName))}"
     )
+
+
+CHECKPOINT_KEY = "genlit_tokenizer"  # where a language model's checkpoint stores its tokenizer's JSON
+EXPORTED_FILE = "tokenizer.json"  # the tokenizer of a folder written by genlit export
+
+
+def read_tokenizer(path: str | os.PathLike, option: str = "tokenizer_from") -> Tokenizer:
+    """The tokenizer stored at ``path``: a tokenizer JSON file (:meth:`Tokenizer.to_json`, as ``genlit export`` and
+    the text cache write it), a folder written by ``genlit export`` (its ``tokenizer.json``) or a genlit checkpoint
+    of a language model (read with ``weights_only=True``). One clear error naming ``option`` otherwise."""
+    path = Path(os.path.expandvars(os.path.expanduser(os.fspath(path))))
+    if path.is_dir():
+        path = path / EXPORTED_FILE
+        if not path.is_file():
+            raise ValueError(f"{option} {path.parent} is a folder without {EXPORTED_FILE}; pass a language model's "
+                             "checkpoint, a folder written by genlit export or a tokenizer JSON file")  # fmt: skip
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {path}: no such file; pass a language model's checkpoint (.ckpt), a "
+                                "folder written by genlit export or a tokenizer JSON file")  # fmt: skip
+    if path.suffix == ".json":
+        text = path.read_text(encoding="utf-8")
+    else:
+        from genlit.checkpoints import read_checkpoint
+
+        text = read_checkpoint(path, mmap=True).get(CHECKPOINT_KEY)
+        if text is None:
+            raise ValueError(f"{option} {path} stores no tokenizer; it is not a genlit language model's checkpoint")
+    try:
+        return tokenizer_from_json(text)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{option} {path} does not hold a genlit tokenizer: {err}") from None
 
 
 def with_mask_token(tokenizer: Tokenizer) -> Tokenizer:

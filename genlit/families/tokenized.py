@@ -8,10 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from genlit.data.tokenizers import Tokenizer, tokenizer_from_json
+from genlit.data.tokenizers import CHECKPOINT_KEY as TOKENIZER_KEY
+from genlit.data.tokenizers import Tokenizer, read_tokenizer, tokenizer_from_json
 from genlit.families.protocols import OnnxGraph, OnnxInput
-
-TOKENIZER_KEY = "genlit_tokenizer"
 
 
 class TokenizedModel:
@@ -44,6 +43,25 @@ class TokenizedModel:
         tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
+            if stage == "fit":
+                self._check_init_from_tokenizer(tokenizer)
+
+    def _check_init_from_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Fine-tuning from a language model needs its token ids: the data must use the tokenizer ``init_from``
+        stored, else one clear line (the weights would otherwise load against other ids, silently when the sizes
+        happen to agree)."""
+        source = self.transfer_options.init_from
+        if not source:
+            return
+        try:
+            stored = read_tokenizer(source, "init_from")
+        except ValueError:
+            return  # init_from stores no tokenizer (not a language model): its own checks speak
+        if stored.to_json() != tokenizer.to_json():
+            raise ValueError(
+                f"init_from {source} was trained with another tokenizer than this data's; fine-tune on its token ids "
+                f"with --data.tokenizer_from {source}"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store the tokenizer, so sampling needs no dataset (and what every family stores)."""
