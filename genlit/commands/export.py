@@ -21,7 +21,9 @@ The folder holds:
 
 A run with LoRA adapters (``--model.lora``) is exported with the adapters merged into the weights they adapt (peft's
 ``merge_and_unload``): plain weights under the plain names, which load without peft; ``config.json`` records the
-LoRA options under ``source``. The folder is written atomically (:func:`genlit.files.atomic_folder`): complete, or
+LoRA options under ``source``. ``--push-to-hub owner/name`` also uploads the folder to the Hugging Face Hub as one
+commit (:mod:`genlit.commands.hub`); the Hub is asked first, so offline it is one line and nothing is written. The
+folder is written atomically (:func:`genlit.files.atomic_folder`): complete, or
 not there at all.
 """
 
@@ -42,6 +44,7 @@ from genlit.checkpoints import (
     load_family,
     read_checkpoint,
 )
+from genlit.commands.hub import check_hub, push_folder
 from genlit.commands.model_card import model_card
 from genlit.commands.onnx_export import ONNX_FILE, write_onnx
 from genlit.commands.options import parse_args
@@ -73,15 +76,22 @@ def _parser() -> ArgumentParser:
                         "it, a local dataset's own card is read, else it is unknown")  # fmt: skip
     parser.add_argument("--metrics", default=None, help="a genlit evaluate JSON for the card; without it, "
                         "<checkpoint>.eval.json beside the checkpoint, if there is one")  # fmt: skip
+    parser.add_argument("--push-to-hub", default=None, help="also upload the folder to this Hugging Face model "
+                        "repository (owner/name), as one commit; the Hub is checked before anything is "
+                        "written")  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``genlit export``."""
     args = parse_args(_parser(), sys.argv[1:] if argv is None else list(argv))
+    if args.push_to_hub:
+        check_hub(args.push_to_hub)  # offline or logged out: one line, and nothing written
     out = export(args.ckpt, args.out, formats=args.format, license=args.license, data_license=args.data_license,
                  metrics=args.metrics)  # fmt: skip
     print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    if args.push_to_hub:
+        print(f"pushed to {push_folder(out, args.push_to_hub)}")
 
 
 def export(

@@ -282,3 +282,21 @@ def test_export_refuses_a_bad_format_and_a_full_folder_and_leaves_nothing_half_w
     line = error_line(capsys, "export", "--ckpt", str(ckpt), "--out", str(tmp_path / "onnx"), "--format", "onnx")
     assert "model.onnx of this GAN differs from torch by 0.01 (more than 0.0001)" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_push_to_hub_offline_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    from genlit.commands.hub import check_hub
+
+    with pytest.raises(ValueError, match="give a repository id owner/name"):
+        check_hub("no-owner")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConnectionError, match="Hub is offline here"):
+        check_hub("alice/genlit-model")
+    out = tmp_path / "export"
+    with pytest.raises(SystemExit):  # checked before the checkpoint is even read: nothing written
+        main(["export", "--ckpt", str(tmp_path / "any.ckpt"), "--out", str(out), "--push-to-hub", "alice/genlit-model"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "offline" in err[0], err
+    assert not out.exists()
