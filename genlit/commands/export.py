@@ -29,6 +29,7 @@ not there at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -111,7 +112,7 @@ def export(
         raise ValueError(f"--format {' '.join(unknown)}: choose among {', '.join(FORMATS)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder; remove it or choose another folder")
-    model = load_family(ckpt)  # refuses a checkpoint that names anything genlit does not write
+    model = load_family(ckpt, needs="state_dict")  # any genlit module; refuses what genlit does not write
     checkpoint = read_checkpoint(ckpt, mmap=True)
     config = export_config(model, checkpoint, ckpt) | {"formats": [f for f in FORMATS if f in formats]}
     lora = model.merge_lora()  # the adapters merged into the weights: plain names, no peft needed to load
@@ -172,7 +173,8 @@ def save_weights(model, path: Path, class_path: str) -> None:
     safetensors (each tensor its own contiguous copy: tied weights are stored twice)."""
     from safetensors.torch import save_file
 
-    with model.ema_weights(), torch.no_grad():
+    ema_weights = getattr(model, "ema_weights", contextlib.nullcontext)  # a translator (CycleGAN) keeps no EMA
+    with ema_weights(), torch.no_grad():
         tensors = {name: t.detach().cpu().clone().contiguous() for name, t in model.state_dict().items()
                    if not name.startswith(EMA_PREFIX)}  # fmt: skip
     save_file(tensors, path, metadata={"format": "pt", "genlit_class": class_path})

@@ -128,3 +128,14 @@ def test_two_cpu_ranks_end_with_identical_nets(tmp_path, mnist_dir):
     for key, value in ranks[0]["nets"].items():
         torch.testing.assert_close(value, ranks[1]["nets"][key], rtol=0, atol=0, msg=f"{key} differs")
     assert int(ranks[0]["nets"]["_generator_steps"]) == 3
+
+
+def test_an_export_translates_as_its_checkpoint(run, tmp_path):
+    from genlit.checkpoints import load_family
+
+    ckpt, out = newest_checkpoint(run), tmp_path / "export"
+    main(["export", "--ckpt", str(ckpt), "--out", str(out)])
+    model, original = load_family(out, needs="translate").eval(), load_family(ckpt, needs="translate").eval()
+    x = torch.rand(3, *original.shape_a, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (3, C, H, W) domain A
+    with torch.no_grad():
+        assert torch.equal(original.translate(x, "AB"), model.translate(x, "AB"))
