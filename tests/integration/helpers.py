@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from genlit.cli import main
@@ -42,3 +43,15 @@ def fit_on_two_ranks(tmp_path: Path, run_args: list[str], max_steps: int, probe:
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def error_line(capsys, *argv: str) -> str:
+    """The one line ``genlit argv`` prints for bad input (exit status 2, no traceback, the message on one line)."""
+    capsys.readouterr()  # drop what earlier steps printed
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("genlit: error: ")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]

@@ -13,7 +13,7 @@ import torch
 
 from genlit.cli import main
 from tests.conftest import EXPERIMENTS
-from tests.integration.helpers import FAST, fit, mnist_args
+from tests.integration.helpers import FAST, error_line, fit, mnist_args
 
 PREFIX = "genlit: error: "
 HINT = "(set GENLIT_DEBUG=1 for the traceback)"
@@ -35,14 +35,7 @@ def genlit_error(capsys, argv: list[str]) -> str:
 
 def parse_error(capsys, argv: list[str]) -> str:
     """Run ``genlit argv``; expect a parse error condensed to one line (exit 2, no traceback); return it."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("genlit: error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+    return error_line(capsys, *argv)
 
 
 def fit_args(config: str, root: Path, *overrides: str) -> list[str]:

@@ -21,7 +21,7 @@ from genlit.commands import onnx_export
 from genlit.commands.evaluate import write_record
 from genlit.families.lora import is_adapter
 from tests.conftest import EXPERIMENTS
-from tests.integration.helpers import FAST, fit, mnist_args
+from tests.integration.helpers import FAST, error_line, fit, mnist_args
 
 CHECKPOINT_ONLY = "[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {save_last: true}}]"
 QUICK = ["--trainer.logger", "false", "--trainer.limit_val_batches", "0", f"--trainer.callbacks={CHECKPOINT_ONLY}"]
@@ -66,18 +66,6 @@ def run_family(name: str, root, mnist_dir, *extra: str):
     experiment, overrides, _ = RUNS[name]
     args = [a for o in overrides for a in (mnist_args(mnist_dir) if o is MNIST else [o])]
     return fit(experiment, root, *args, *QUICK, *extra) / "checkpoints" / "last.ckpt"
-
-
-def error_line(capsys, *argv: str) -> str:
-    """The one line ``genlit`` prints for bad input (exit status 2, no traceback, the message on one line)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("genlit: error: ")]
-    assert "Traceback" not in err and len(lines) == 1, err
-    return lines[0]
 
 
 def drawn(source, out, options):
