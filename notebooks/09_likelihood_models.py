@@ -67,6 +67,13 @@ def test_images(datamodule, limit: int | None = None) -> tuple[torch.Tensor, tor
     return to_model_space(images), labels
 
 
+def test_nll(model, x: torch.Tensor) -> torch.Tensor:
+    """The model's NLL in nats per image (N,) of model-space images x, 100 at a time (batch index i seeds each
+    chunk's binarization or dequantization, as `genlit test` does)."""
+    with torch.no_grad():
+        return torch.cat([model.nll(chunk, batch_idx=i) for i, chunk in enumerate(x.split(100))])
+
+
 # %% [markdown]
 # ## PixelCNN: an exact likelihood, pixel by pixel
 # `experiments/pixelcnn/pixelcnn_mnist_binary.yaml` is a gated PixelCNN (van den Oord et al. 2016) over binarized
@@ -80,8 +87,7 @@ def test_images(datamodule, limit: int | None = None) -> tuple[torch.Tensor, tor
 pixelcnn = train("experiments/pixelcnn/pixelcnn_mnist_binary.yaml", PIXELCNN_STEPS)
 pixel_model = pixelcnn.model.eval()
 x, _ = test_images(pixelcnn.datamodule, NUM_TEST)
-with torch.no_grad():
-    nll = torch.cat([pixel_model.nll(chunk, batch_idx=i) for i, chunk in enumerate(x.split(100))])  # (N,) nats
+nll = test_nll(pixel_model, x)  # (N,) nats
 print(f"PixelCNN on {len(x)} binarized test images: NLL {nll.mean():.1f} nats per image, "
       f"{pixel_model.bits_per_dim(nll.mean()):.3f} bits per pixel")  # fmt: skip
 start = time.perf_counter()
@@ -108,8 +114,7 @@ genlit.show(samples, nrow=16, size=10)
 flow = train("experiments/flow/glow_mnist.yaml", FLOW_STEPS)
 flow_model = flow.model.eval()
 x, _ = test_images(flow.datamodule, NUM_TEST)
-with torch.no_grad():
-    nll = torch.cat([flow_model.nll(chunk, batch_idx=i) for i, chunk in enumerate(x.split(100))])  # (N,) nats
+nll = test_nll(flow_model, x)  # (N,) nats
 print(f"Glow on {len(x)} 8-bit test images: NLL {nll.mean():.0f} nats per image, "
       f"{flow_model.bits_per_dim(nll.mean()):.3f} bits per dimension")  # fmt: skip
 samples = torch.cat([flow_model.sample(16, generator=torch.Generator().manual_seed(0), temperature=t)
