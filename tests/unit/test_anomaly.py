@@ -158,3 +158,11 @@ def test_a_conditional_model_scores_without_labels_over_its_trained_classes():
     checkpoint = {}
     model.on_save_checkpoint(checkpoint)
     assert checkpoint["genlit_trained_classes"] == [0, 1, 3]
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_a_mutation_rate_outside_0_1_is_one_clear_line(rate):
+    from genlit.data.images import ImageDataModule
+
+    with pytest.raises(ValueError, match=r"mutation_rate .* must lie in \[0, 1\)"):
+        ImageDataModule("any/dataset", mutation_rate=rate)
