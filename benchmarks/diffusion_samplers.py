@@ -1,7 +1,11 @@
-"""FID (genlit's MNIST evaluator) of one diffusion checkpoint under DDPM-1000, DDIM-50 and DDIM-20.
+"""FID (genlit's MNIST evaluator) of one diffusion checkpoint under several samplers (default DDPM-1000, DDIM-50 and
+DDIM-20; the continuous-sigma ones on DDPM and EDM checkpoints alike).
 
     python -m benchmarks.diffusion_samplers --ckpt runs/.../last.ckpt [--extractor evaluator:mnist_classifier] \
-        [--num 500] [--split test] [--samplers DDPM-1000 DDIM-50 DDIM-50-eta0.5 ...]
+        [--num 500] [--split test] [--samplers DDPM-1000 DDIM-50 DDIM-50-eta0.5 Heun-18 DPM-20 Euler-35 ...]
+
+Sampler names: ``DDPM-<steps>``, ``DDIM-<steps>[-eta<eta>]``, ``Euler-<steps>``, ``Heun-<steps>[-churn<S>]`` (2 steps
+- 1 network evaluations: Heun-18 is EDM's 35) and ``DPM-<steps>`` (DPM-Solver++(2M)).
 
 Every sampler starts from the same noise (and, for class-conditional models, the same balanced labels at
 the model's guidance scale). Prints FID, KID, precision, recall, class coverage, the share of samples
@@ -23,23 +27,37 @@ from genlit.checkpoints import load_family
 from genlit.commands.evaluate import evaluate, reference_cache, reference_features
 from genlit.commands.sample import draw
 from genlit.data.images import ImageDataModule
-from genlit.diffusion import DDIMSampler, DDPMSampler
+from genlit.diffusion import DDIMSampler, DDPMSampler, DPMSolverSampler, EulerSampler, HeunSampler, Sampler
 from genlit.imaging import to_uint8
 from genlit.metrics.extractors import make_extractor
 
 DEFAULT_SAMPLERS = ["DDPM-1000", "DDIM-50", "DDIM-20"]
 
 
-def parse_sampler(name: str) -> DDPMSampler | DDIMSampler:
-    """``DDPM-<steps>`` or ``DDIM-<steps>[-eta<eta>]`` (eta 0 unless given), e.g. DDIM-50-eta0.5."""
-    match = re.fullmatch(r"(DDPM|DDIM)-(\d+)(?:-eta(\d+(?:\.\d*)?))?", name)
-    if match is None or (match[1] == "DDPM" and match[3] is not None):
-        raise argparse.ArgumentTypeError(f"unknown sampler {name!r}; use DDPM-<steps> or DDIM-<steps>[-eta<eta>]")
-    steps = int(match[2])
+def parse_sampler(name: str) -> Sampler:
+    """A sampler by name (see the module docstring), e.g. ``DDIM-50-eta0.5`` or ``Heun-18``."""
+    match = re.fullmatch(r"(DDPM|DDIM|Euler|Heun|DPM)-(\d+)(?:-(eta|churn)(\d+(?:\.\d*)?))?", name)
+    extras = {"DDIM": "eta", "Heun": "churn"}
+    if match is None or (match[3] is not None and extras.get(match[1]) != match[3]):
+        raise argparse.ArgumentTypeError(
+            f"unknown sampler {name!r}; use DDPM-<steps>, DDIM-<steps>[-eta<eta>], Euler-<steps>, "
+            "Heun-<steps>[-churn<S>] or DPM-<steps>"
+        )
+    kind, steps, extra = match[1], int(match[2]), float(match[4] or 0)
     try:
-        return DDPMSampler(steps) if match[1] == "DDPM" else DDIMSampler(steps, eta=float(match[3] or 0))
+        if kind == "DDIM":
+            return DDIMSampler(steps, eta=extra)
+        if kind == "Heun":
+            return HeunSampler(steps, churn=extra)
+        return {"DDPM": DDPMSampler, "Euler": EulerSampler, "DPM": DPMSolverSampler}[kind](steps)
     except ValueError as err:  # e.g. 0 steps
         raise argparse.ArgumentTypeError(f"sampler {name!r}: {err}") from None
+
+
+def evaluations(sampler: Sampler, schedule) -> int:
+    """Network evaluations of one sample (Heun: 2 per step but the last)."""
+    steps = len(sampler.timesteps(schedule))
+    return 2 * steps - 1 if isinstance(sampler, HeunSampler) else steps
 
 
 def main() -> None:
@@ -71,7 +89,9 @@ def main() -> None:
         metrics = evaluate(images, labels, extractor, reference, kid_subset_size=min(500, args.num))
         base = metrics["fid"] if base is None else base
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("is_"))
-        print(f"  {name:<10} {seconds:6.0f} s  {shown}  FID ratio to {args.samplers[0]} {metrics['fid'] / base:.3f}")
+        nfe = evaluations(sampler, model.schedule)
+        ratio = metrics["fid"] / base
+        print(f"  {name:<10} NFE {nfe:4d} {seconds:6.0f} s  {shown}  FID ratio to {args.samplers[0]} {ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ _EXPORTS = {
     "InfoGAN": "genlit.families.infogan",
     "VAE": "genlit.families.vae",
     "Diffusion": "genlit.families.diffusion",
+    "EDM": "genlit.families.edm",
     "Flow": "genlit.families.flow",
     "PixelCNN": "genlit.families.pixelcnn",
     "VQVAE": "genlit.families.vqvae",

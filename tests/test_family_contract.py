@@ -13,10 +13,11 @@ import torch
 
 from genlit.cli import GenlitCLI
 from genlit.data.tokenizers import CharTokenizer
-from genlit.diffusion import DDPMSampler, LinearSchedule
+from genlit.diffusion import DDPMSampler, HeunSampler, LinearSchedule
 from genlit.families.autoregressive import AutoregressiveLM
 from genlit.families.base import GenerativeFamily
 from genlit.families.diffusion import Diffusion
+from genlit.families.edm import EDM
 from genlit.families.flow import Flow
 from genlit.families.gan import GAN
 from genlit.families.pixelcnn import PixelCNN
@@ -61,6 +62,11 @@ def toy_diffusion():
     return Diffusion(net, (1, 8, 8), num_classes=3, conditional=True, schedule=LinearSchedule(20), ema_decay=0.5)
 
 
+def toy_edm():
+    net = partial(UNet, channels=8, channel_mults=(1, 2), attention_resolutions=(4,), groups=4, dropout=0.3)
+    return EDM(net, (1, 8, 8), num_classes=3, conditional=True, ema_decay=0.5)
+
+
 def toy_flow():
     return Flow(partial(MultiScaleFlow, levels=2, steps=2, hidden=8), (1, 8, 8))
 
@@ -87,6 +93,7 @@ TOYS = {
     "gan": toy_gan,
     "vae": toy_vae,
     "diffusion": toy_diffusion,
+    "edm": toy_edm,
     "flow": toy_flow,
     "autoregressive": toy_lm,
     "pixelcnn": toy_pixelcnn,
@@ -115,7 +122,8 @@ def experiment_model(config, data_dir, tmp_path, monkeypatch) -> GenerativeFamil
 def fast_options(model: GenerativeFamily) -> dict:
     """Options that keep each draw short: a few stochastic denoising steps, a few tokens."""
     names = model.sample_options()
-    options = {"sampler": DDPMSampler(3)} if "sampler" in names else {}
+    stochastic = HeunSampler(3, churn=10) if isinstance(model, EDM) else DDPMSampler(3)
+    options = {"sampler": stochastic} if "sampler" in names else {}
     return options | ({"max_new_tokens": 5} if "max_new_tokens" in names else {})
 
 

@@ -29,7 +29,7 @@ from genlit.families.protocols import LatentVariable, OnnxExportable, OnnxGraph,
 
 ONNX_FILE = "model.onnx"
 TOLERANCE = 1e-4  # the largest absolute difference allowed between ONNX Runtime and torch
-ONNX_FAMILIES = ("GAN, ACGAN and InfoGAN (the generator), VAE (the decoder), Diffusion (the denoiser), "
+ONNX_FAMILIES = ("GAN, ACGAN and InfoGAN (the generator), VAE (the decoder), Diffusion and EDM (the denoiser), "
                  "AutoregressiveLM and MaskedLM (the token logits)")  # fmt: skip
 _EXAMPLE_SEQUENCE = 8  # the sequence length traced (any length up to block_size runs)
 

@@ -13,9 +13,16 @@ the record (``save_hyperparameters``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from genlit.diffusion.edm import karras_sigmas
+
+VP_SIGMA_MAX = 80.0
+"""Where the sigma samplers start a discrete schedule at most (EDM's sigma_max): the cosine schedule's last
+timestep has sigma ~2e4, and above ~80 the data is under 1% of x, so levels there would waste steps."""
 
 
 class NoiseSchedule:
@@ -94,6 +101,51 @@ class NoiseSchedule:
         if not 1 <= n <= self.num_steps:
             raise ValueError(f"the number of sampling steps must be in [1, {self.num_steps}], got {n}")
         return torch.linspace(self.num_steps - 1, 0, n, dtype=torch.float64).round().long()  # (n,)
+
+    # ---------------------------------------------------------- the variance-exploding view (sigma samplers)
+    # x_t = a x0 + s eps is x = x_t / a = x0 + sigma eps with sigma = s / a: the view of the continuous-sigma
+    # samplers (genlit.diffusion.samplers.SigmaSampler; Karras et al. 2022, section 2).
+    @property
+    def ve_sigmas(self) -> Tensor:
+        """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), the noise level of each timestep: (T,) float64, rising."""
+        return self.sigma / self.signal
+
+    def sampling_sigmas(self, num_steps: int, rho: float = 7.0, sigma_max: float | None = None) -> Tensor:
+        """EDM's noise levels (:func:`~genlit.diffusion.edm.karras_sigmas`) from ``sigma_max`` (default: the last
+        timestep's sigma, at most :data:`VP_SIGMA_MAX`) down to the first timestep's, each moved to the nearest
+        timestep's (in log sigma; repeats dropped, so a few fewer than ``num_steps`` can remain where the
+        timesteps are sparse), then 0: (n + 1,) float64, descending. The net knows only its timesteps."""
+        table = self.ve_sigmas
+        top = min(float(table[-1]), VP_SIGMA_MAX) if sigma_max is None else sigma_max
+        if not table[0] < top <= table[-1]:
+            raise ValueError(f"sigma_max must be in ({float(table[0]):.4g}, {float(table[-1]):.4g}] for this schedule")
+        wanted = karras_sigmas(num_steps, float(table[0]), top, rho)[:-1]  # (num_steps,)
+        steps = torch.unique_consecutive(self.timestep_of(wanted))
+        return torch.cat([table[steps], torch.zeros(1, dtype=torch.float64)])
+
+    def timestep_of(self, sigma: Tensor) -> Tensor:
+        """The timestep (int64, shaped like ``sigma``) whose noise level is nearest ``sigma`` in log space."""
+        log_table = self.ve_sigmas.log()  # (T,)
+        distance = (torch.as_tensor(sigma, dtype=torch.float64).log()[..., None] - log_table).abs()
+        return distance.argmin(-1)
+
+    def sigma_prior(self, noise: Tensor, sigma_max: float) -> Tensor:
+        """The starting point at ``sigma_max``, the last timestep's level: the pure noise x_{T-1} = noise of the
+        discrete samplers, divided by sqrt(alpha_bar) = 1 / sqrt(1 + sigma_max^2)."""
+        return noise * math.sqrt(1 + sigma_max**2)
+
+    def sigma_denoiser(
+        self, denoise: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+    ) -> Callable[[Tensor, float], Tensor]:
+        """D(x, sigma) = x0_hat from the family's ``denoise(x_t, t) -> (x0_hat, eps_hat)``: sigma is taken to its
+        nearest timestep t (exact for :meth:`sampling_sigmas`) and x to x_t = x / sqrt(1 + sigma_t^2)."""
+
+        def d(x: Tensor, sigma: float) -> Tensor:
+            t = int(self.timestep_of(torch.tensor(float(sigma))))
+            scale = 1 / math.sqrt(1 + float(self.ve_sigmas[t]) ** 2)
+            return denoise(x * scale, torch.full((len(x),), t, device=x.device, dtype=torch.long))[0]
+
+        return d
 
 
 class LinearSchedule(NoiseSchedule):

@@ -49,9 +49,11 @@ def test_fit_writes_a_checkpoint_and_a_sample_grid(cfg_run):
             "7",
         ],  # fmt: skip
         ["--sampler", "genlit.diffusion.DDPMSampler", "--sampler.num_steps", "2", "--no-ema"],
+        ["--sampler", "HeunSampler", "--sampler.num_steps", "2", "--sampler.churn", "5", "--label", "7"],
+        ["--sampler", "DPMSolverSampler", "--sampler.num_steps", "3"],
         [],
     ],
-    ids=["ddim-guided", "ddpm-raw-net", "model-defaults"],
+    ids=["ddim-guided", "ddpm-raw-net", "heun-on-ddpm", "dpm-solver-on-ddpm", "model-defaults"],
 )
 def test_sample_takes_the_diffusion_options(cfg_run, tmp_path, options, capsys):
     arrays = sample(cfg_run, tmp_path / "s.npz", *options)
@@ -114,7 +116,7 @@ def test_bad_sample_options_are_clear_errors(cfg_run, tmp_path, options, message
             ["--model.init_args.schedule", "genlit.diffusion.QuadraticSchedule"],
             "is not an importable NoiseSchedule; use",
         ),
-        (["--model.init_args.sampler", "genlit.diffusion.EulerSampler"], "is not an importable Sampler; use one of"),
+        (["--model.init_args.sampler", "genlit.diffusion.LMSSampler"], "is not an importable Sampler; use one of"),
     ],
 )
 def test_unknown_schedule_sampler_or_target_is_a_clear_error(mnist_dir, tmp_path, override, message, capsys):
@@ -122,3 +124,29 @@ def test_unknown_schedule_sampler_or_target_is_a_clear_error(mnist_dir, tmp_path
         fit("diffusion/ddpm_mnist.yaml", tmp_path, *mnist_args(mnist_dir), *override)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("genlit: error: ")]
     assert len(lines) == 1 and message in lines[0], lines
+
+
+@pytest.fixture(scope="module")
+def edm_run(tmp_path_factory, mnist_dir):
+    root = tmp_path_factory.mktemp("edm")
+    steps = ["--model.init_args.sampler.init_args.num_steps", "2"]
+    return fit("diffusion/edm_mnist.yaml", root, *mnist_args(mnist_dir), *FEW, *SMALL, *steps)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--sampler", "EulerSampler", "--sampler.num_steps", "3"], ["--sampler", "DPMSolverSampler"]],
+    ids=["heun-default", "euler", "dpm-solver"],
+)
+def test_edm_fits_and_samples(edm_run, tmp_path, options):
+    arrays = sample(edm_run, tmp_path / "s.npz", *options)
+    assert arrays["arr_0"].shape == (4, 28, 28, 1) and arrays["arr_0"].dtype == np.uint8
+    assert (edm_run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_edm_with_a_discrete_sampler_is_one_clear_line(edm_run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sample(edm_run, tmp_path / "s.npz", "--sampler", "DDIMSampler", "--sampler.num_steps", "5")
+    err = capsys.readouterr().err
+    assert "DDIMSampler runs on discrete timesteps; a model with EDMSchedule samples with EulerSampler" in err
+    assert not (tmp_path / "s.npz").exists()

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.args import positive_int
 from benchmarks.diffusion_samplers import parse_sampler
-from genlit.diffusion import DDIMSampler, DDPMSampler
+from genlit.diffusion import DDIMSampler, DDPMSampler, DPMSolverSampler, EulerSampler, HeunSampler
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "ten", "1.5"])
@@ -25,9 +25,14 @@ def test_parse_sampler():
     assert parse_sampler("DDIM-20").eta == 0.0
     ddpm = parse_sampler("DDPM-1000")
     assert isinstance(ddpm, DDPMSampler) and ddpm.num_steps == 1000
+    heun = parse_sampler("Heun-18-churn40")
+    assert isinstance(heun, HeunSampler) and heun.num_steps == 18 and heun.churn == 40
+    assert isinstance(parse_sampler("DPM-20"), DPMSolverSampler) and isinstance(parse_sampler("Euler-35"), EulerSampler)
 
 
-@pytest.mark.parametrize("name", ["DDIM", "DDIM-50-eta1.2.3", "DDPM-1000-eta1", "ddim-50", "DDIM-0"])
+@pytest.mark.parametrize(
+    "name", ["DDIM", "DDIM-50-eta1.2.3", "DDPM-1000-eta1", "ddim-50", "DDIM-0", "DPM-20-churn1", "Heun-0"]
+)
 def test_parse_sampler_rejects(name):
     with pytest.raises(argparse.ArgumentTypeError, match="sampler"):
         parse_sampler(name)

@@ -16,6 +16,7 @@ from genlit.commands.onnx_export import ONNX_FAMILIES, TOLERANCE, inference_sess
 from genlit.families.autoregressive import AutoregressiveLM
 from genlit.families.base import GenerativeFamily
 from genlit.families.diffusion import Diffusion
+from genlit.families.edm import EDM
 from genlit.families.gan import GAN
 from genlit.families.masked_lm import MaskedLM
 from genlit.families.pixelcnn import PixelCNN
@@ -45,6 +46,10 @@ def conditional_diffusion() -> Diffusion:
     return Diffusion(partial(UNet, channels=8, groups=4), num_classes=3, conditional=True)
 
 
+def conditional_edm() -> EDM:
+    return EDM(partial(UNet, channels=8, groups=4), num_classes=3, conditional=True)
+
+
 def conditional_vae() -> VAE:
     nets = partial(MLPEncoder, hidden=16), partial(MLPDecoder, hidden=16)
     return VAE(*nets, data_shape=(1, 4, 4), latent_dim=3, num_classes=3, conditional=True, likelihood="bernoulli")
@@ -57,9 +62,10 @@ def gpt() -> AutoregressiveLM:
 @pytest.mark.parametrize("make, names, output", [
     (conditional_gan, ["z", "labels"], ["batch", 2]),
     (conditional_diffusion, ["x_t", "t", "labels"], ["batch", 1, 28, 28]),
+    (conditional_edm, ["x", "log_sigma", "labels"], ["batch", 1, 28, 28]),
     (conditional_vae, ["z", "labels"], ["batch", 1, 4, 4]),
     (gpt, ["tokens"], ["batch", "sequence", 11]),
-], ids=["gan-generator", "diffusion-denoiser", "vae-decoder", "gpt-logits"])  # fmt: skip
+], ids=["gan-generator", "diffusion-denoiser", "edm-denoiser", "vae-decoder", "gpt-logits"])  # fmt: skip
 def test_the_onnx_graph_runs_as_torch(make, names, output, tmp_path):
     model = perturbed(make())
     record = write_onnx(model, tmp_path / "model.onnx")

@@ -44,7 +44,12 @@ class Sampler(ABC):
         return f"{type(self).__name__}(num_steps={self.num_steps})"
 
     def timesteps(self, schedule: NoiseSchedule) -> list[int]:
-        """The timesteps visited, descending, from T - 1 (pure noise) towards 0."""
+        """The timesteps visited, descending, from T - 1 (pure noise) towards 0 (a discrete schedule only)."""
+        if not isinstance(schedule, NoiseSchedule):
+            raise ValueError(
+                f"{type(self).__name__} runs on discrete timesteps; a model with {type(schedule).__name__} samples "
+                "with EulerSampler, HeunSampler or DPMSolverSampler"
+            )
         return schedule.respaced(self.num_steps).tolist()
 
     @abstractmethod
