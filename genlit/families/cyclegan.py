@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from genlit.families.training import NonFinitePolicy, TrainingModule
 from genlit.families.manual_steps import backward_synced, frozen
+from genlit.families.training import NonFinitePolicy, TrainingModule
 from genlit.families.transfer import trainable_parameters
 from genlit.objectives.adversarial import discriminator_loss, generator_loss
 from genlit.objectives.image_pool import ImagePool
