@@ -45,3 +45,24 @@ def code_file(folder: Path, num: int = 200, grid: tuple[int, int] = (7, 7), num_
     path = folder / "codes.npz"
     np.savez(path, arr_0=codes, arr_1=np.full(num, -1, dtype=np.int64))
     return path
+
+
+def autoencoder_checkpoint(folder: Path, data_shape: tuple[int, ...] = (1, 28, 28)) -> Path:
+    """A tiny untrained first-stage autoencoder's checkpoint (as ``genlit fit`` of autoencoder_mnist.yaml writes it:
+    weights, hyperparameters, class path), for the latent diffusion experiments (experiments/diffusion/ldm_*)."""
+    from functools import partial
+
+    import lightning
+    import torch
+
+    from genlit.families.autoencoder import KLAutoencoder
+    from genlit.nets.autoencoder import KLAutoencoderNet
+
+    torch.manual_seed(0)
+    net = partial(KLAutoencoderNet, latent_channels=3, width=8, channel_mults=(1, 2, 2), groups=4)
+    model = KLAutoencoder(net, data_shape=data_shape)
+    path = folder / "autoencoder.ckpt"
+    hparams = {"_class_path": "genlit.families.autoencoder.KLAutoencoder", **model.hparams}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": lightning.__version__}, path)  # fmt: skip
+    return path

@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 
 from genlit.cli import GenlitCLI
-from tests.conftest import EXPERIMENTS, code_file, speaker_corpora
+from tests.conftest import EXPERIMENTS, autoencoder_checkpoint, code_file, speaker_corpora
 
 CONFIGS = sorted(EXPERIMENTS.rglob("*.yaml"))
 
@@ -19,6 +19,8 @@ def test_config_instantiates(config, data_dir, mnist_dir, tmp_path, monkeypatch)
         args += ["--data.init_args.dataset", str(mnist_dir)]  # offline copy instead of the Hub id
     if "TokenSequenceDataModule" in config.read_text():  # a prior over codes: a code file as genlit encode writes
         args += ["--data.init_args.source", str(code_file(tmp_path))]
+    if "genlit.families.latent_diffusion." in config.read_text():  # a frozen first stage given by path
+        args += ["--model.init_args.autoencoder", str(autoencoder_checkpoint(tmp_path))]
     cli = GenlitCLI(args=args, run=False)
     assert isinstance(cli.model, torch.nn.Module)
     if hasattr(cli.datamodule, "vocab_size"):  # text: vocabulary and context come from the DataModule
