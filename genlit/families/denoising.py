@@ -75,11 +75,16 @@ class DenoisingFamily(GenerativeFamily):
         super().__init__(num_classes, conditional, optimizer, lr_scheduler, on_nonfinite)
         self.data_shape = tuple(data_shape)
         self.schedule, self.sampler = schedule, sampler
-        self.net = net(self.latent_shape, num_classes if conditional else 0)
+        self.net = self.build_net(net, num_classes if conditional else 0)
         self.null_label = getattr(self.net, "null_label", num_classes) if conditional else None
         self.keep_ema("net", ema_decay)
         self.num_dims = int(torch.tensor(self.data_shape).prod())
         self.train_quartiles, self.val_quartiles = BinnedMean(QUARTILES), BinnedMean(QUARTILES)
+
+    def build_net(self, net: ShapeNetFactory, num_classes: int) -> torch.nn.Module:
+        """The denoising network ``net(latent_shape, num_classes)``: the hook where a text-conditional family
+        (:mod:`genlit.families.text_to_image`) joins its text encoder to it."""
+        return net(self.latent_shape, num_classes)
 
     # ------------------------------------------------------------------------------- the modelled space
     @property

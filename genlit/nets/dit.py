@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlit.nets.dcgan import check_labels
-from genlit.nets.unet import sinusoidal_embedding
+from genlit.nets.unet import Context, CrossAttention, check_context, masked_mean, sinusoidal_embedding
 
 
 def _divisors(n: int) -> list[int]:
@@ -124,19 +124,25 @@ class DiTBlock(nn.Module):
     """Transformer block with adaLN-Zero conditioning: ``c`` (B, D) gives shift, scale and gate of the
     attention and the MLP branch; the modulation Linear starts at zero, so the block starts as the identity."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, context_dim: int = 0):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads)
+        if context_dim:  # text: cross-attention after self-attention, unmodulated (PixArt-alpha, Chen et al. 2023)
+            self.cross_norm = nn.LayerNorm(dim, eps=1e-6)
+            self.cross = CrossAttention(dim, context_dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        """Map tokens ``x`` (B, N, D) and the conditioning ``c`` (B, D) to (B, N, D)."""
+    def forward(self, x: Tensor, c: Tensor, context: Context = None) -> Tensor:
+        """Map tokens ``x`` (B, N, D), the conditioning ``c`` (B, D) and the text context (embeddings (B, L, Dc)
+        and their padding mask (B, L), of a text-conditional block) to (B, N, D)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=1)  # (B, D) each
         x = x + gate1[:, None, :] * self.attn(_modulate(self.norm1(x), shift1, scale1))  # (B, N, D)
+        if context is not None:
+            x = x + self.cross(self.cross_norm(x), *context)  # (B, N, D)
         return x + gate2[:, None, :] * self.mlp(_modulate(self.norm2(x), shift2, scale2))  # (B, N, D)
 
 
@@ -171,11 +177,14 @@ class DiT(nn.Module):
         depth: int = 4,
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
+        context_dim: int = 0,
     ):
         super().__init__()
         _check_config(data_shape, patch_size, hidden_size, depth, num_heads)
-        if num_classes < 0 or mlp_ratio <= 0:
-            raise ValueError(f"DiT needs num_classes >= 0 and mlp_ratio > 0, got {num_classes} and {mlp_ratio}")
+        if num_classes < 0 or mlp_ratio <= 0 or context_dim < 0:
+            raise ValueError(f"DiT needs num_classes >= 0, mlp_ratio > 0 and context_dim >= 0, got {num_classes}, "
+                             f"{mlp_ratio} and {context_dim}")  # fmt: skip
+        self.context_dim = context_dim
         self.data_shape = tuple(data_shape)
         self.num_classes = num_classes
         self.null_label = num_classes if num_classes > 0 else None
@@ -190,7 +199,9 @@ class DiT(nn.Module):
             nn.Linear(hidden_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
         )
         self.label_embed = nn.Embedding(num_classes + 1, hidden_size) if num_classes > 0 else None
-        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+        if context_dim:  # the pooled text joins the conditioning c
+            self.context_embed = nn.Linear(context_dim, hidden_size)
+        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, context_dim) for _ in range(depth))
         self.final = FinalLayer(hidden_size, patch_size * patch_size * channels)
         self._init_weights()
 
@@ -207,7 +218,8 @@ class DiT(nn.Module):
             nn.init.normal_(layer.weight, std=0.02)
         if self.label_embed is not None:
             nn.init.normal_(self.label_embed.weight, std=0.02)
-        for layer in [block.adaLN[1] for block in self.blocks] + [self.final.adaLN[1], self.final.linear]:
+        crosses = [block.cross.proj for block in self.blocks if hasattr(block, "cross")]  # text branches start off
+        for layer in [block.adaLN[1] for block in self.blocks] + [self.final.adaLN[1], self.final.linear] + crosses:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -228,10 +240,14 @@ class DiT(nn.Module):
         patches = tokens.reshape(b, gh, gw, p, p, c)  # (B, gh, gw, p, p, C)
         return patches.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)  # (B, C, gh * p, gw * p)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None, context_mask=None
+    ) -> Tensor:
         """Denoiser output (B, C, H, W) for noisy images ``x`` (B, C, H, W), timesteps ``t`` (B,) (int or
         float; a 0-d ``t`` is broadcast to the batch) and labels ``y`` (B,) in ``[0, num_classes]``, where
-        ``num_classes`` is :attr:`null_label` (required when conditional, ignored otherwise)."""
+        ``num_classes`` is :attr:`null_label` (required when conditional, ignored otherwise). A text-conditional
+        DiT (``context_dim > 0``) also reads ``context`` (B, L, context_dim) where ``context_mask`` (B, L) is
+        True."""
         b = x.shape[0]
         if tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(
@@ -241,8 +257,11 @@ class DiT(nn.Module):
         if t.shape != (b,):
             raise ValueError(f"DiT expects timesteps t of shape ({b},), got {tuple(t.shape)}")
         check_labels("DiT", self.num_classes, y, b)
+        ctx = check_context("DiT", self.context_dim, context, context_mask, b)
         c = self.embed(t, y)  # (B, D)
+        if ctx is not None:
+            c = c + self.context_embed(masked_mean(*ctx))  # (B, D)
         tokens = self.patchify(x)  # (B, N, D)
         for block in self.blocks:
-            tokens = block(tokens, c)  # (B, N, D)
+            tokens = block(tokens, c, ctx)  # (B, N, D)
         return self.unpatchify(self.final(tokens, c))  # (B, C, H, W)

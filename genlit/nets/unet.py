@@ -130,17 +130,69 @@ class SelfAttention(nn.Module):
         return x + out.transpose(1, 2).reshape(b, c, h, w)  # (B, C, H, W)
 
 
-class _Stage(nn.Module):
-    """A residual block, optionally followed by self-attention."""
+def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+    """Mean (B, D) of the tokens (B, L, D) where ``mask`` (B, L) is True (every row has one)."""
+    weights = mask.to(tokens.dtype)[..., None]  # (B, L, 1)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, D)
 
-    def __init__(self, res: ResBlock, attn: SelfAttention | None):
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of tokens (B, N, dim) to a context (B, L, context_dim) (the text's embeddings), the
+    padded context positions masked out, with a zero-initialised output projection (the branch starts off).
+    Queries from the tokens, keys and values from the context (Rombach et al. 2022, https://arxiv.org/abs/2112.10752,
+    section 3.3)."""
+
+    def __init__(self, dim: int, context_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim, 2 * dim)
+        self.proj = _zero_(nn.Linear(dim, dim))
+
+    def forward(self, x: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+        """Attend from ``x`` (B, N, dim) to the positions of ``context`` (B, L, Dc) where ``mask`` (B, L) is True."""
+        b, n, d = x.shape
+        heads, head_dim = self.num_heads, d // self.num_heads
+        q = self.q(x).view(b, n, heads, head_dim).transpose(1, 2)  # (B, nh, N, hd)
+        kv = self.kv(context).view(b, context.shape[1], 2, heads, head_dim)  # (B, L, 2, nh, hd)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd) each
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bool()[:, None, None, :])  # (B, nh, N, hd)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, dim)
+
+
+class SpatialCrossAttention(nn.Module):
+    """:class:`CrossAttention` from the H*W positions of a feature map (GroupNorm first), residual."""
+
+    def __init__(self, ch: int, context_dim: int, num_heads: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, ch)
+        self.attn = CrossAttention(ch, context_dim, num_heads)
+
+    def forward(self, x: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+        """``x`` (B, C, H, W) plus what its positions read from ``context`` (B, L, Dc) where ``mask`` (B, L)."""
+        b, c, h, w = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, N, C)
+        return x + self.attn(tokens, context, mask).transpose(1, 2).reshape(b, c, h, w)  # (B, C, H, W)
+
+
+Context = tuple[Tensor, Tensor] | None  # text embeddings (B, L, Dc) and their padding mask (B, L), or None
+
+
+class _Stage(nn.Module):
+    """A residual block, optionally followed by self-attention and cross-attention to a text context."""
+
+    def __init__(self, res: ResBlock, attn: SelfAttention | None, cross: SpatialCrossAttention | None = None):
         super().__init__()
         self.res = res
         self.attn = attn
+        if cross is not None:  # registered only when present: class-conditional checkpoints keep their keys
+            self.cross = cross
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, context: Context = None) -> Tensor:
         h = self.res(x, emb)  # (B, out, H, W)
-        return self.attn(h) if self.attn is not None else h
+        h = self.attn(h) if self.attn is not None else h
+        cross = getattr(self, "cross", None)
+        return cross(h, *context) if cross is not None else h  # (B, out, H, W)
 
 
 _StageFactory = Callable[[int, int, int], _Stage]  # (in channels, out channels, side) -> stage
@@ -224,23 +276,33 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         groups: int = 8,
         time_embed_mult: int = 4,
+        context_dim: int = 0,
     ):
         super().__init__()
         mults, attn = tuple(channel_mults), tuple(attention_resolutions)
         sides = _check_config(data_shape, channels, mults, attn, num_heads, groups)
-        if num_classes < 0 or num_res_blocks < 1 or time_embed_mult < 1:
-            raise ValueError("UNet needs num_classes >= 0, num_res_blocks >= 1 and time_embed_mult >= 1")
+        if num_classes < 0 or num_res_blocks < 1 or time_embed_mult < 1 or context_dim < 0:
+            raise ValueError("UNet needs num_classes >= 0, num_res_blocks >= 1, time_embed_mult >= 1, context_dim >= 0")
+        if context_dim and not attn:
+            raise ValueError("a text-conditional UNet (context_dim > 0) cross-attends at its attention_resolutions; "
+                             "name at least one")  # fmt: skip
+        self.context_dim = context_dim
         self.data_shape = tuple(data_shape)
         self.num_classes = num_classes
         self.null_label = num_classes if num_classes > 0 else None
         self.time_embed_dim = emb_dim = channels * time_embed_mult
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+        if context_dim:  # the pooled text joins the time embedding (Saharia et al. 2022, section 2.2)
+            self.context_embed = nn.Linear(context_dim, emb_dim)
         self.input_conv = nn.Conv2d(self.data_shape[0], channels, 3, padding=1)
 
         def stage(cin: int, cout: int, side: int) -> _Stage:
             attention = SelfAttention(cout, num_heads, groups) if side in attn else None
-            return _Stage(ResBlock(cin, cout, emb_dim, groups, dropout), attention)
+            cross = (
+                SpatialCrossAttention(cout, context_dim, num_heads, groups) if context_dim and side in attn else None
+            )
+            return _Stage(ResBlock(cin, cout, emb_dim, groups, dropout), attention, cross)
 
         self.down, skips = self._build_down(stage, channels, mults, sides, num_res_blocks)
         mid = channels * mults[-1]
@@ -293,10 +355,14 @@ class UNet(nn.Module):
             emb = emb + self.label_embed(y)  # (B, E)
         return emb
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None, context_mask=None
+    ) -> Tensor:
         """Denoiser output (B, C, H, W) for noisy images ``x`` (B, C, H, W), timesteps ``t`` (B,) (int or
         float; a 0-d ``t`` is broadcast to the batch) and labels ``y`` (B,) in ``[0, num_classes]``, where
-        ``num_classes`` is :attr:`null_label` (required when conditional, ignored otherwise)."""
+        ``num_classes`` is :attr:`null_label` (required when conditional, ignored otherwise). A text-conditional
+        net (``context_dim > 0``) also reads ``context`` (B, L, context_dim), the text's embeddings, where
+        ``context_mask`` (B, L) is True (padded positions are ignored)."""
         b = x.shape[0]
         if tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(
@@ -306,14 +372,39 @@ class UNet(nn.Module):
         if t.shape != (b,):
             raise ValueError(f"UNet expects timesteps t of shape ({b},), got {tuple(t.shape)}")
         check_labels("UNet", self.num_classes, y, b)
+        ctx = check_context("UNet", self.context_dim, context, context_mask, b)
         emb = self.embed(t, y)  # (B, E)
+        if ctx is not None:
+            emb = emb + self.context_embed(masked_mean(*ctx))  # (B, E)
         h = self.input_conv(x)  # (B, ch, H, W)
         skips = [h]
         for block in self.down:
-            h = block(h, emb)  # (B, ch_i, s_i, s_i)
+            h = _apply(block, h, emb, ctx)  # (B, ch_i, s_i, s_i)
             skips.append(h)
         for block in self.middle:
-            h = block(h, emb)  # (B, ch_last, s_last, s_last)
+            h = _apply(block, h, emb, ctx)  # (B, ch_last, s_last, s_last)
         for block in self.up:
-            h = block(h, emb) if isinstance(block, Upsample) else block(torch.cat([h, skips.pop()], dim=1), emb)
+            h = block(h, emb) if isinstance(block, Upsample) else block(torch.cat([h, skips.pop()], dim=1), emb, ctx)
         return self.out(h)  # (B, C, H, W)
+
+
+def _apply(block: nn.Module, h: Tensor, emb: Tensor, ctx: Context) -> Tensor:
+    """A stage reads the text context too; the other blocks (resampling, the middle ResBlock) do not."""
+    return block(h, emb, ctx) if isinstance(block, _Stage) else block(h, emb)
+
+
+def check_context(name: str, context_dim: int, context: Tensor | None, mask: Tensor | None, b: int) -> Context:
+    """The text context ``(context (B, L, context_dim), mask (B, L) bool)`` of a text-conditional net (all
+    positions valid when ``mask`` is None), or None for a net without one; one clear error for a mismatch."""
+    if not context_dim:
+        if context is not None:
+            raise ValueError(f"this {name} has no text conditioning (context_dim 0); call it without a context")
+        return None
+    if context is None or context.dim() != 3 or context.shape[0] != b or context.shape[2] != context_dim:
+        got = None if context is None else tuple(context.shape)
+        raise ValueError(f"this text-conditional {name} needs a context of shape ({b}, L, {context_dim}), got {got}")
+    if mask is None:
+        mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+    if mask.shape != context.shape[:2]:
+        raise ValueError(f"{name}: context_mask must have shape {tuple(context.shape[:2])}, got {tuple(mask.shape)}")
+    return context, mask.bool()
