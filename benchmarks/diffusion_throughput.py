@@ -23,6 +23,7 @@ from genlit.nets.unet import UNet
 
 SHAPE, EMA_DECAY = (1, 28, 28), 0.999
 NET = {"channels": 16, "channel_mults": (1, 2, 4), "num_res_blocks": 1, "attention_resolutions": (7,)}
+UNET = partial(UNet, **NET)
 
 
 def adam(params):
@@ -30,9 +31,9 @@ def adam(params):
     return torch.optim.Adam(params, lr=1e-3)
 
 
-def plain_loop(images: torch.Tensor, steps: int, warmup: int, batch_size: int) -> float:
+def plain_loop(images: torch.Tensor, steps: int, warmup: int, batch_size: int, net_factory=UNET) -> float:
     """A hand-written DDPM training loop (eps target, uniform t, EMA); returns steps/s after ``warmup``."""
-    net = UNet(SHAPE, 0, **NET)
+    net = net_factory(SHAPE, 0)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(EMA_DECAY), use_buffers=True).requires_grad_(False)
     opt = adam(net.parameters())
     alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0).float()  # (T,)
@@ -53,9 +54,9 @@ def plain_loop(images: torch.Tensor, steps: int, warmup: int, batch_size: int) -
     return steps / (time.perf_counter() - start)
 
 
-def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bool) -> float:
+def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bool, net_factory=UNET) -> float:
     """genlit's Diffusion through a Lightning Trainer; returns steps/s after ``warmup`` steps."""
-    model = Diffusion(partial(UNet, **NET), SHAPE, 10, schedule=LinearSchedule(), ema_decay=EMA_DECAY, optimizer=adam)
+    model = Diffusion(net_factory, SHAPE, 10, schedule=LinearSchedule(), ema_decay=EMA_DECAY, optimizer=adam)
     timer = BatchTimer(warmup)
     quiet_trainer(warmup + steps, timer, progress_bar).fit(model, datamodule=data)
     return timer.rate(steps)

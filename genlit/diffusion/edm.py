@@ -7,9 +7,10 @@ F is wrapped into the denoiser
     D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma))
 
 with c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2)
-and c_noise = ln(sigma) / 4 (sd: ``sigma_data``, the data's standard deviation), so that F's input and its
-training target have unit variance at every noise level. Training draws ln(sigma) ~ N(P_mean, P_std^2) and
-weights the squared error of D by lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 (unit effective weight on F).
+and c_noise = ln(sigma) / 4 (sd: ``sigma_data``, the data's standard deviation; the scale of c_noise is an option),
+so that F's input and its training target have unit variance at every noise level. Training draws ln(sigma) ~
+N(P_mean, P_std^2) and weights the squared error of D by lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 (unit
+effective weight on F).
 
 An :class:`EDMSchedule` is the EDM model's ``schedule``: a parameter-free object like the discrete
 :class:`~genlit.diffusion.schedules.NoiseSchedule`, recorded by the YAML that built it. Both give the
@@ -55,6 +56,10 @@ class EDMSchedule:
             inputs and targets under it.
         rho: the exponent of the sampling schedule :func:`karras_sigmas` (7).
         p_mean / p_std: training draws ln(sigma) ~ N(p_mean, p_std^2) (-1.2, 1.2).
+        noise_label_scale: c_noise = noise_label_scale * ln(sigma), the noise level the net is told (the paper's
+            1/4, for its nets' embeddings; EDM's own code picks it per network). genlit's U-Net and DiT embed it
+            sinusoidally with frequencies made for timesteps on a [0, 1000] scale, where ln(sigma) / 4 spans
+            under 3 radians of the fastest frequency; a scale near 100 spreads the levels like DDPM's timesteps.
     """
 
     def __init__(
@@ -65,18 +70,19 @@ class EDMSchedule:
         rho: float = 7.0,
         p_mean: float = -1.2,
         p_std: float = 1.2,
+        noise_label_scale: float = 0.25,
     ) -> None:
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}")
         if sigma_data <= 0 or p_std <= 0 or rho <= 0:
             raise ValueError(f"sigma_data, p_std and rho must be > 0, got {sigma_data}, {p_std} and {rho}")
         self.sigma_min, self.sigma_max, self.sigma_data, self.rho = sigma_min, sigma_max, sigma_data, rho
-        self.p_mean, self.p_std = p_mean, p_std
+        self.p_mean, self.p_std, self.noise_label_scale = p_mean, p_std, noise_label_scale
 
     def __repr__(self) -> str:
         return (
             f"EDMSchedule(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, sigma_data={self.sigma_data}, "
-            f"rho={self.rho}, p_mean={self.p_mean}, p_std={self.p_std})"
+            f"rho={self.rho}, p_mean={self.p_mean}, p_std={self.p_std}, noise_label_scale={self.noise_label_scale})"
         )
 
     # ------------------------------------------------------------------------------------ training
@@ -100,7 +106,7 @@ class EDMSchedule:
         sigma = sigma.float()
         norm = (sigma.square() + sd**2).sqrt()  # (B,)
         c_skip, c_out, c_in = sd**2 / norm.square(), sigma * sd / norm, 1 / norm
-        c_noise = sigma.log() / 4
+        c_noise = self.noise_label_scale * sigma.log()
         return _per_example(c_skip, ndim), _per_example(c_out, ndim), _per_example(c_in, ndim), c_noise
 
     def quartile(self, sigma: Tensor, bins: int) -> Tensor:

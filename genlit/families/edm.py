@@ -4,7 +4,7 @@ The net F is preconditioned into the denoiser D(x, sigma) = c_skip x + c_out F(c
 noise levels ln(sigma) ~ N(P_mean, P_std^2) on the squared error of D weighted by lambda(sigma) = 1 / c_out^2,
 i.e. the unit-weight error of F against its target (y - c_skip x) / c_out (:mod:`genlit.diffusion.edm`;
 table 1 of the paper). Any backbone of the Diffusion family works (U-Net, DiT): it receives c_noise = ln(sigma)/4
-where a DDPM net receives the timestep.
+(``noise_label_scale`` of the schedule) where a DDPM net receives the timestep.
 
 Sampling integrates the probability flow ODE with the continuous-sigma samplers (default EDM's Heun, 18 steps =
 35 network evaluations; Euler, DPM-Solver++(2M)); classifier-free guidance, the EMA, the latent-space hooks and

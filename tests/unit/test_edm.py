@@ -43,7 +43,7 @@ class GaussianF(nn.Module):
         self.schedule = schedule
 
     def forward(self, x_in, c_noise, y=None):
-        sigma = (4 * c_noise).exp()
+        sigma = (c_noise / self.schedule.noise_label_scale).exp()
         c_skip, c_out, c_in, _ = self.schedule.preconditioning(sigma, x_in.dim())
         x = x_in / c_in
         return (gaussian_d(x, sigma.view(c_skip.shape)) - c_skip * x) / c_out
