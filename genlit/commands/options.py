@@ -84,7 +84,8 @@ def parse_args(parser: ArgumentParser, argv: list[str], model=None):
                               if name not in SET_BY_THE_COMMAND)  # fmt: skip
             family = type(model).__name__
             if "--prompt" in argv and "prompt" not in model.sample_options():
-                line = f"--prompt needs a text-conditional model (TextDiffusion); this {family} takes no prompt"
+                line = (f"--prompt needs a model that takes a prompt (a language model or TextDiffusion); "
+                        f"this {family} takes none")  # fmt: skip
             line += f"; the sampling options of this {family} checkpoint are {flags}" if flags else (
                 f"; a {family} checkpoint has no sampling options of its own")  # fmt: skip
         raise UsageError(f"{line}  (see --help)") from None

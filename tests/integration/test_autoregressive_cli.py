@@ -92,7 +92,8 @@ def test_text_options_on_an_image_checkpoint_are_refused(tmp_path, capsys):
     run = fit("gan/toy_ring8.yaml", tmp_path / "toy", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0")
     args = ["sample", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--num", "4", "--out", str(tmp_path / "o.npz")]
     line = genlit_error(capsys, args + ["--prompt", "hi"])
-    assert "unrecognized arguments: --prompt hi; the sampling options of this GAN checkpoint are --truncation" in line
+    assert "--prompt needs a model that takes a prompt (a language model or TextDiffusion); this GAN takes none" in line
+    assert "the sampling options of this GAN checkpoint are --truncation" in line
 
 
 def test_block_size_longer_than_the_data_is_a_clear_error(tmp_path, capsys):

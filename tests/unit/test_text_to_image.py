@@ -164,7 +164,7 @@ def test_a_prompt_to_a_model_without_text_is_one_clear_line():
     add_sampling_arguments(parser, model)
     with pytest.raises(UsageError) as err:
         parse_args(parser, ["--num", "2", "--prompt", "a three"], model)
-    assert "--prompt needs a text-conditional model" in str(err.value) and "\n" not in str(err.value)
+    assert "--prompt needs a model that takes a prompt" in str(err.value) and "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------------ Hugging Face
