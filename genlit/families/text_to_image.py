@@ -27,12 +27,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from genlit.data.captions import PAD, caption_tokenizer_from_json, pack_texts
-from genlit.data.tokenizers import CHECKPOINT_KEY as TOKENIZER_KEY
 from genlit.diffusion.samplers import Sampler
 from genlit.diffusion.schedules import NoiseSchedule
 from genlit.diffusion.targets import PredictionTarget
 from genlit.families.base import NonFinitePolicy, ShapeNetFactory
 from genlit.families.diffusion import Diffusion
+from genlit.families.tokenized import StoresTokenizer
 from genlit.nets.text_encoder import TextConditioned, TextTransformer
 from genlit.seeding import SampleRNG
 
@@ -40,7 +40,7 @@ TextEncoderFactory = Callable[[int, int], nn.Module]
 """A text encoder class (or callable) taking ``(vocab_size, max_tokens)``; YAML gives its other init_args."""
 
 
-class TextDiffusion(Diffusion):
+class TextDiffusion(StoresTokenizer, Diffusion):
     """A DDPM diffusion model conditioned on captions (see the module docstring).
 
     Args:
@@ -55,6 +55,8 @@ class TextDiffusion(Diffusion):
 
     The other arguments are :class:`~genlit.families.diffusion.Diffusion`'s.
     """
+
+    read_tokenizer_json = staticmethod(caption_tokenizer_from_json)  # a genlit or a Hugging Face tokenizer
 
     def __init__(
         self,
@@ -114,18 +116,6 @@ class TextDiffusion(Diffusion):
         tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the tokenizer, so ``genlit sample --prompt`` needs no dataset."""
-        super().on_save_checkpoint(checkpoint)
-        if self.tokenizer is not None:
-            checkpoint[TOKENIZER_KEY] = self.tokenizer.to_json()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the tokenizer stored by :meth:`on_save_checkpoint`."""
-        super().on_load_checkpoint(checkpoint)
-        if TOKENIZER_KEY in checkpoint:
-            self.set_tokenizer(caption_tokenizer_from_json(checkpoint[TOKENIZER_KEY]))
 
     def prompt_ids(self, prompt: str | Sequence[str] | None, indices: Tensor) -> Tensor:
         """Packed token ids (N, block_size) of the prompts of samples with global ``indices`` (N,): one prompt for

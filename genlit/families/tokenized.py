@@ -13,7 +13,27 @@ from genlit.data.tokenizers import Tokenizer, read_tokenizer, tokenizer_from_jso
 from genlit.families.protocols import OnnxGraph, OnnxInput
 
 
-class TokenizedModel:
+class StoresTokenizer:
+    """Mixin (before the family base in the class list) keeping ``self.tokenizer`` in the checkpoint, so sampling
+    needs no dataset; ``read_tokenizer_json`` turns the stored JSON back into a tokenizer, given to
+    ``set_tokenizer``."""
+
+    read_tokenizer_json = staticmethod(tokenizer_from_json)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the tokenizer, so sampling needs no dataset (and what every family stores)."""
+        super().on_save_checkpoint(checkpoint)
+        if self.tokenizer is not None:
+            checkpoint[TOKENIZER_KEY] = self.tokenizer.to_json()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the tokenizer stored by :meth:`on_save_checkpoint` (and what every family restores)."""
+        super().on_load_checkpoint(checkpoint)
+        if TOKENIZER_KEY in checkpoint:
+            self.set_tokenizer(self.read_tokenizer_json(checkpoint[TOKENIZER_KEY]))
+
+
+class TokenizedModel(StoresTokenizer):
     """Mixin for a LightningModule with ``hparams.vocab_size`` and ``hparams.block_size`` and a ``net`` mapping token
     ids (B, T) to logits (B, T, vocab_size), placed before its family base in the class list.
 
@@ -62,18 +82,6 @@ class TokenizedModel:
                 f"init_from {source} was trained with another tokenizer than this data's; fine-tune on its token ids "
                 f"with --data.tokenizer_from {source}"
             )
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the tokenizer, so sampling needs no dataset (and what every family stores)."""
-        super().on_save_checkpoint(checkpoint)
-        if self.tokenizer is not None:
-            checkpoint[TOKENIZER_KEY] = self.tokenizer.to_json()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the tokenizer stored by :meth:`on_save_checkpoint` (and what every family restores)."""
-        super().on_load_checkpoint(checkpoint)
-        if TOKENIZER_KEY in checkpoint:
-            self.set_tokenizer(tokenizer_from_json(checkpoint[TOKENIZER_KEY]))
 
     def onnx_graph(self) -> OnnxGraph:
         """The net's forward: ``tokens`` (B, T) int64 ids -> ``logits`` (B, T, vocab_size), any batch size and any
