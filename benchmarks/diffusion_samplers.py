@@ -5,7 +5,8 @@ DDIM-20; the continuous-sigma ones on DDPM and EDM checkpoints alike).
         [--num 500] [--split test] [--samplers DDPM-1000 DDIM-50 DDIM-50-eta0.5 Heun-18 DPM-20 Euler-35 ...]
 
 Sampler names: ``DDPM-<steps>``, ``DDIM-<steps>[-eta<eta>]``, ``Euler-<steps>``, ``Heun-<steps>[-churn<S>]`` (2 steps
-- 1 network evaluations: Heun-18 is EDM's 35) and ``DPM-<steps>`` (DPM-Solver++(2M)).
+- 1 network evaluations: Heun-18 is EDM's 35) and ``DPM-<steps>[-eta<eta>]`` (DPM-Solver++(2M); eta 1: its SDE
+form).
 
 Every sampler starts from the same noise (and, for class-conditional models, the same balanced labels at
 the model's guidance scale). Prints FID, KID, precision, recall, class coverage, the share of samples
@@ -37,11 +38,11 @@ DEFAULT_SAMPLERS = ["DDPM-1000", "DDIM-50", "DDIM-20"]
 def parse_sampler(name: str) -> Sampler:
     """A sampler by name (see the module docstring), e.g. ``DDIM-50-eta0.5`` or ``Heun-18``."""
     match = re.fullmatch(r"(DDPM|DDIM|Euler|Heun|DPM)-(\d+)(?:-(eta|churn)(\d+(?:\.\d*)?))?", name)
-    extras = {"DDIM": "eta", "Heun": "churn"}
+    extras = {"DDIM": "eta", "Heun": "churn", "DPM": "eta"}
     if match is None or (match[3] is not None and extras.get(match[1]) != match[3]):
         raise argparse.ArgumentTypeError(
             f"unknown sampler {name!r}; use DDPM-<steps>, DDIM-<steps>[-eta<eta>], Euler-<steps>, "
-            "Heun-<steps>[-churn<S>] or DPM-<steps>"
+            "Heun-<steps>[-churn<S>] or DPM-<steps>[-eta<eta>]"
         )
     kind, steps, extra = match[1], int(match[2]), float(match[4] or 0)
     try:
@@ -49,7 +50,9 @@ def parse_sampler(name: str) -> Sampler:
             return DDIMSampler(steps, eta=extra)
         if kind == "Heun":
             return HeunSampler(steps, churn=extra)
-        return {"DDPM": DDPMSampler, "Euler": EulerSampler, "DPM": DPMSolverSampler}[kind](steps)
+        if kind == "DPM":
+            return DPMSolverSampler(steps, eta=extra)
+        return {"DDPM": DDPMSampler, "Euler": EulerSampler}[kind](steps)
     except ValueError as err:  # e.g. 0 steps
         raise argparse.ArgumentTypeError(f"sampler {name!r}: {err}") from None
 

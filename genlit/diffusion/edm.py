@@ -77,6 +77,8 @@ class EDMSchedule:
         if sigma_data <= 0 or p_std <= 0 or rho <= 0:
             raise ValueError(f"sigma_data, p_std and rho must be > 0, got {sigma_data}, {p_std} and {rho}")
         self.sigma_min, self.sigma_max, self.sigma_data, self.rho = sigma_min, sigma_max, sigma_data, rho
+        if noise_label_scale <= 0:
+            raise ValueError(f"noise_label_scale must be > 0 (0 would hide the noise level from the net), got {noise_label_scale}")
         self.p_mean, self.p_std, self.noise_label_scale = p_mean, p_std, noise_label_scale
 
     def __repr__(self) -> str:

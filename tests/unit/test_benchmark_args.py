@@ -28,6 +28,7 @@ def test_parse_sampler():
     heun = parse_sampler("Heun-18-churn40")
     assert isinstance(heun, HeunSampler) and heun.num_steps == 18 and heun.churn == 40
     assert isinstance(parse_sampler("DPM-20"), DPMSolverSampler) and isinstance(parse_sampler("Euler-35"), EulerSampler)
+    assert parse_sampler("DPM-20-eta1").eta == 1.0 and parse_sampler("DPM-20").eta == 0.0
 
 
 @pytest.mark.parametrize(

@@ -152,7 +152,26 @@ def test_dpm_solver_recovers_a_gaussian_with_the_analytic_denoiser_edm():
     assert errors[1] < 0.01 * STD and errors[1] < errors[0] / 5  # 20 steps: 5% off; 100: 0.4%
 
 
-@pytest.mark.parametrize("sampler", [DPMSolverSampler(100), HeunSampler(50), EulerSampler(500)], ids=repr)
+def test_sde_dpm_solver_recovers_a_gaussian_and_draws_noise_per_sample():
+    from genlit.seeding import SampleRNG
+
+    noise = torch.randn(200_000, generator=torch.Generator().manual_seed(3))
+    samples = DPMSolverSampler(100, eta=1.0).sample(lambda x, sigma: (gaussian_d(x, sigma), None), noise, EDMSchedule())
+    assert samples.mean().item() == pytest.approx(MU, abs=0.01)
+    assert samples.std().item() == pytest.approx(STD, rel=0.02)
+    schedule = EDMSchedule()
+    model = EDM(lambda shape, classes: GaussianF(schedule), data_shape=(1, 2, 2), schedule=schedule, ema_decay=0)
+    sde = DPMSolverSampler(10, eta=1.0)
+    a = model.sample(4, sampler=sde, generator=SampleRNG(range(4), seed=3))
+    b = model.sample(2, sampler=sde, generator=SampleRNG(range(2, 4), seed=3))
+    assert torch.allclose(a[2:], b, atol=1e-6)
+    ode = model.sample(4, sampler=DPMSolverSampler(10), generator=SampleRNG(range(4), seed=3))
+    assert not torch.allclose(a, ode, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "sampler", [DPMSolverSampler(100), DPMSolverSampler(100, eta=1.0), HeunSampler(50), EulerSampler(500)], ids=repr
+)
 def test_sigma_samplers_recover_a_gaussian_on_a_vp_schedule(sampler):
     schedule = CosineSchedule()
     noise = torch.randn(200_000, generator=torch.Generator().manual_seed(2))
@@ -243,7 +262,10 @@ def test_nfe_of_each_sampler():
      "DDIMSampler runs on discrete timesteps; a model with EDMSchedule samples with EulerSampler"),
     (lambda: EDMSchedule(sigma_min=1.0, sigma_max=0.5), "need 0 < sigma_min < sigma_max"),
     (lambda: HeunSampler(10, churn=-1), "need churn >= 0"),
-], ids=["ddim-on-edm", "vp-in-edm", "edm-in-ddpm", "sample-with-ddim", "sigma-range", "churn"])  # fmt: skip
+    (lambda: DPMSolverSampler(10, eta=-1), "eta must be >= 0"),
+    (lambda: EDMSchedule(noise_label_scale=0), "noise_label_scale must be > 0"),
+], ids=["ddim-on-edm", "vp-in-edm", "edm-in-ddpm", "sample-with-ddim", "sigma-range", "churn", "eta",
+        "noise-label-scale"])  # fmt: skip
 def test_bad_options_are_one_clear_error(build, message):
     with pytest.raises(ValueError, match=message):
         build()
