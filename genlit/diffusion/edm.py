@@ -78,7 +78,7 @@ class EDMSchedule:
             raise ValueError(f"sigma_data, p_std and rho must be > 0, got {sigma_data}, {p_std} and {rho}")
         self.sigma_min, self.sigma_max, self.sigma_data, self.rho = sigma_min, sigma_max, sigma_data, rho
         if noise_label_scale <= 0:
-            raise ValueError(f"noise_label_scale must be > 0 (0 would hide the noise level from the net), got {noise_label_scale}")
+            raise ValueError(f"noise_label_scale must be > 0 (0 hides the noise level), got {noise_label_scale}")
         self.p_mean, self.p_std, self.noise_label_scale = p_mean, p_std, noise_label_scale
 
     def __repr__(self) -> str:
