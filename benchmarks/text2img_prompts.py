@@ -12,8 +12,9 @@ i's noise depends only on i). Prints one line per setting: the **accuracy** (the
 classifies as the prompted digit: the ``label_accuracy`` of :func:`genlit.commands.evaluate.evaluate` with the
 prompted digits as labels), FID, KID, precision, recall and class coverage against the test split of
 ``$GENLIT_DATA_DIR/mnist`` (as :mod:`benchmarks.diffusion_samplers`), and the seconds sampling took; then the best
-guidance by held-out accuracy (target: >= 95%). A PNG grid per setting (row d: the first samples prompted with
-digit d) goes beside the checkpoint (``last.prompts_held_out_g4.png``) or under ``--out-dir``.
+guidance by held-out accuracy (target: >= 95%). Under each line, the accuracy of each template of the set (the
+held-out ``{times}`` names an operation no training caption uses). A PNG grid per setting (row d: the first
+samples prompted with digit d) goes beside the checkpoint (``last.prompts_held_out_g4.png``) or under ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from benchmarks.args import positive_int
 from benchmarks.diffusion_samplers import parse_sampler
 from genlit.checkpoints import load_family
-from genlit.commands.evaluate import evaluate, reference_cache, reference_features
+from genlit.commands.evaluate import evaluate, extract, reference_cache, reference_features
 from genlit.commands.sample import draw
 from genlit.data.captions import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, fill_template
 from genlit.data.images import ImageDataModule
@@ -69,10 +70,11 @@ def grid_path(ckpt: str, out_dir: str | None, template_set: str, guidance: float
 
 
 @torch.no_grad()
-def measure(model, prompts, digits, guidance, sampler, extractor, reference, batch_size, grid: Path) -> dict:
+def measure(model, prompts, digits, guidance, sampler, extractor, reference, batch_size, grid: Path,
+            num_templates: int = 1) -> dict:  # fmt: skip
     """Sample ``prompts`` (seed 0) at ``guidance``, save the grid, and evaluate: ``accuracy`` (the share classified
-    as the prompted ``digits``), the other figures of :func:`~genlit.commands.evaluate.evaluate` but IS, and
-    ``seconds`` (the sampling)."""
+    as the prompted ``digits``), the other figures of :func:`~genlit.commands.evaluate.evaluate` but IS,
+    ``seconds`` (the sampling) and ``per_template`` (the accuracy of each of ``num_templates`` templates)."""
     start = time.perf_counter()
     samples, _ = draw(model, len(prompts), seed=0, batch_size=batch_size, prompt=prompts, sampler=sampler,
                       guidance_scale=guidance)  # fmt: skip
@@ -81,7 +83,17 @@ def measure(model, prompts, digits, guidance, sampler, extractor, reference, bat
     images = to_uint8(samples).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
     metrics = evaluate(images, digits, extractor, reference, kid_subset_size=min(500, len(images)))
     shown = {k: v for k, v in metrics.items() if k != "label_accuracy" and not k.startswith("is_")}
-    return {"accuracy": metrics["label_accuracy"]} | shown | {"seconds": seconds}
+    per_template = template_accuracy(images, digits, num_templates, extractor)
+    return {"accuracy": metrics["label_accuracy"]} | shown | {"seconds": seconds, "per_template": per_template}
+
+
+@torch.no_grad()
+def template_accuracy(samples_uint8: torch.Tensor, digits: torch.Tensor, num_templates: int, extractor) -> list:
+    """The share of samples classified as their prompted digit, per template (sample i: template (i // 10) % T)."""
+    _, logits = extract(extractor, samples_uint8)
+    correct = (logits.argmax(dim=1).cpu() == digits).float()  # (N,)
+    template = (torch.arange(len(digits)) // 10) % num_templates  # (N,)
+    return [correct[template == t].mean().item() for t in range(num_templates)]
 
 
 def main(argv: list[str] | None = None) -> dict[tuple[str, float], dict[str, float]]:
@@ -122,11 +134,16 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, float], dict[str, flo
         prompts, digits = template_prompts(args.num, held_out=template_set == "held_out")
         for guidance in args.guidance:
             grid = grid_path(args.ckpt, args.out_dir, template_set, guidance)
-            metrics = measure(model, prompts, digits, guidance, sampler, extractor, reference, args.batch_size, grid)
+            templates = TEMPLATE_SETS[template_set]
+            metrics = measure(model, prompts, digits, guidance, sampler, extractor, reference, args.batch_size, grid,
+                              len(templates))  # fmt: skip
             results[(template_set, guidance)] = metrics
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("accuracy", "seconds"))
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("accuracy", "seconds",
+                                                                                        "per_template"))  # fmt: skip
             print(f"  {template_set:<8} guidance {guidance:<4g} accuracy {metrics['accuracy']:.4f}  {shown}  "
                   f"{metrics['seconds']:6.1f} s", flush=True)  # fmt: skip
+            per_template = ", ".join(f"{t!r} {a:.2f}" for t, a in zip(templates, metrics["per_template"], strict=True))
+            print(f"    per template: {per_template}", flush=True)
     best = max(args.guidance, key=lambda g: results[("held_out", g)]["accuracy"])
     held_out, train = results[("held_out", best)], results[("train", best)]
     verdict = "met" if held_out["accuracy"] >= TARGET else "not met"

@@ -23,7 +23,14 @@ import datasets
 import torch
 from torch import Tensor
 
-from genlit.data.captions import PretrainedTokenizer, caption_alphabet, captions_for, pack_texts
+from genlit.data.captions import (
+    PretrainedTokenizer,
+    WordTokenizer,
+    caption_alphabet,
+    caption_vocabulary,
+    captions_for,
+    pack_texts,
+)
 from genlit.data.image_sources import ResizeMode
 from genlit.data.images import ImageDataModule
 from genlit.data.tensors import TensorPairs
@@ -43,8 +50,9 @@ class CaptionedImageDataModule(ImageDataModule):
         caption_seed: seed of the generated captions (image i of a split gets the caption of (i, seed)).
         test_captions: the templates of the test split's generated captions: ``held_out`` (default: measures
             generalisation to unseen phrasings) or ``train``.
-        tokenizer: ``char`` (a character vocabulary built offline) or a Hugging Face model id whose tokenizer is
-            in the local cache (for a frozen ``HFTextEncoder`` of the same model).
+        tokenizer: ``char`` (a character vocabulary built offline), ``word`` (a word vocabulary of the training
+            captions, unknown words read as ``[UNK]``: :class:`~genlit.data.captions.WordTokenizer`) or a Hugging
+            Face model id whose tokenizer is in the local cache (for a frozen ``HFTextEncoder`` of the same model).
         block_size: tokens per caption (longer captions are cut; prompts longer than this are refused).
     """
 
@@ -96,18 +104,24 @@ class CaptionedImageDataModule(ImageDataModule):
 
     # ------------------------------------------------------------------------------------ the tokenizer
     @property
-    def tokenizer(self) -> CharTokenizer | PretrainedTokenizer:
-        """The captions' tokenizer (built once: from the templates' alphabet, the training captions or a model id)."""
+    def tokenizer(self) -> CharTokenizer | WordTokenizer | PretrainedTokenizer:
+        """The captions' tokenizer (built once: from the templates, the training captions or a model id)."""
         if self._tokenizer is None:
             hp = self.hparams
-            if hp.tokenizer != "char":
+            if hp.tokenizer not in ("char", "word"):
                 self._tokenizer = PretrainedTokenizer(hp.tokenizer)
             elif hp.text_column is None:
-                self._tokenizer = CharTokenizer(caption_alphabet())
+                generated = hp.tokenizer == "char"
+                self._tokenizer = (
+                    CharTokenizer(caption_alphabet()) if generated else WordTokenizer.train(caption_vocabulary())
+                )
             else:
                 raw = self._load_raw()
                 texts = self._read_texts(raw[hp.train_split], hp.train_split)
-                self._tokenizer = CharTokenizer.from_text(" ".join(t.lower() for t in texts))
+                if hp.tokenizer == "word":
+                    self._tokenizer = WordTokenizer.train(texts)
+                else:
+                    self._tokenizer = CharTokenizer.from_text(" ".join(t.lower() for t in texts))
         return self._tokenizer
 
     @property

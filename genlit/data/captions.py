@@ -21,6 +21,8 @@ import re
 from collections.abc import Sequence
 
 import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
 
 from genlit.data.tokenizers import CharTokenizer, tokenizer_from_json
@@ -135,6 +137,59 @@ def caption_alphabet() -> str:
     return "".join(sorted(set(re.sub(r"\{\w+\}", "", text))))
 
 
+def caption_vocabulary() -> list[str]:
+    """The text a word vocabulary of generated captions is learnt from: every training template and every word the
+    training captions fill in (number words, numerals, plus / minus, training pens and styles). Words only held-out
+    captions use (held-out pens and styles, their phrasings' words, ``times``) stay out: they are unknown words."""
+    fillers = [*WORDS, *"0123456789", *PENS, *STYLES, "plus", "minus"]
+    return [re.sub(r"\{\w+\}", " ", t) for t in TRAIN_TEMPLATES] + fillers
+
+
+class WordTokenizer:
+    """A word-level caption vocabulary (Hugging Face ``tokenizers``' ``WordLevel`` model): lower-cased text split
+    into words and punctuation, one id per word seen in training, ``[UNK]`` (id 0) for any other word.
+
+    Unlike characters, an unknown word cannot change how known words are read: "someone wrote the number 7 with a
+    red pen" reaches the text encoder as "[UNK] [UNK] the number 7 with a [UNK] pen". With the family's
+    ``token_dropout`` the encoder learns in training that ``[UNK]`` says nothing."""
+
+    UNK = "[UNK]"
+
+    def __init__(self, tokenizer: HFTokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    @classmethod
+    def train(cls, texts: Sequence[str]) -> WordTokenizer:
+        """The vocabulary of the words in ``texts`` (training captions only)."""
+        tokenizer = HFTokenizer(models.WordLevel(unk_token=cls.UNK))
+        tokenizer.normalizer = normalizers.Lowercase()
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=[cls.UNK], show_progress=False))
+        return cls(tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        """Known words and ``[UNK]``."""
+        return self._tokenizer.get_vocab_size()
+
+    @property
+    def unk_id(self) -> int:
+        """The id of ``[UNK]`` (0)."""
+        return self._tokenizer.token_to_id(self.UNK)
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the words of ``text`` (unknown words: ``unk_id``)."""
+        return self._tokenizer.encode(text).ids
+
+    def decode(self, ids: list[int] | Tensor) -> str:
+        """The words of ``ids`` joined by spaces."""
+        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def to_json(self) -> str:
+        """``{"kind": "word", "tokenizer": <the Hugging Face tokenizer JSON>}``."""
+        return json.dumps({"kind": "word", "tokenizer": json.loads(self._tokenizer.to_str())})
+
+
 PAD = -1
 """The id of a padded position in packed token ids (:func:`pack_texts`); the text encoders read any negative id as
 padding, so the padding mask is ``ids >= 0``."""
@@ -186,8 +241,11 @@ class PretrainedTokenizer:
 
 
 def caption_tokenizer_from_json(s: str):
-    """The caption tokenizer a checkpoint stores: a genlit tokenizer or a :class:`PretrainedTokenizer`."""
+    """The caption tokenizer a checkpoint stores: a genlit tokenizer, a :class:`WordTokenizer` or a
+    :class:`PretrainedTokenizer`."""
     record = json.loads(s)
     if record.get("kind") == "pretrained":
         return PretrainedTokenizer(record["model_id"])
+    if record.get("kind") == "word":
+        return WordTokenizer(HFTokenizer.from_str(json.dumps(record["tokenizer"])))
     return tokenizer_from_json(s)

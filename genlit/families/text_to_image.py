@@ -49,6 +49,8 @@ class TextDiffusion(StoresTokenizer, Diffusion):
         vocab_size / block_size: the tokenizer's vocabulary and the caption length in tokens (linked from the
             captioned DataModule).
         prompt_dropout: probability of replacing a training caption by the empty prompt.
+        token_dropout: probability of replacing each token of a training caption by the tokenizer's unknown word
+            (``tokenizer: word``'s ``[UNK]``), so that unknown words in a prompt read as "nothing said".
         guidance_scale: the default classifier-free guidance scale of sampling (1: the conditional model alone).
         prompts: what :meth:`sample` draws without a ``prompt`` (sample i gets ``prompts[i % len]``; e.g. one per
             digit for the training-time sample grid); empty: the empty prompt (unconditional samples).
@@ -71,6 +73,7 @@ class TextDiffusion(StoresTokenizer, Diffusion):
         prediction: PredictionTarget = "eps",
         min_snr_gamma: float | None = None,
         prompt_dropout: float = 0.1,
+        token_dropout: float = 0.0,
         guidance_scale: float = 1.0,
         prompts: list[str] | None = None,
         clip_x0: bool = True,
@@ -87,6 +90,8 @@ class TextDiffusion(StoresTokenizer, Diffusion):
             )
         if num_classes:
             raise ValueError("TextDiffusion is conditioned on captions, not class labels; use data without labels")
+        if not 0 <= token_dropout < 1:
+            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
         self._text_args = (text_encoder or TextTransformer, vocab_size, block_size)  # for build_net, before hparams
         super().__init__(net, data_shape, 0, schedule, sampler, prediction, min_snr_gamma, False, prompt_dropout,
                          guidance_scale, clip_x0, ema_decay, nll_timesteps, optimizer, lr_scheduler,
@@ -107,6 +112,11 @@ class TextDiffusion(StoresTokenizer, Diffusion):
             raise ValueError(
                 f"the tokenizer has {tokenizer.vocab_size} tokens but the model was built for "
                 f"{self.hparams.vocab_size}; use the DataModule (and tokenizer) the model was trained with"
+            )
+        if self.hparams.token_dropout and getattr(tokenizer, "unk_id", None) is None:
+            raise ValueError(
+                f"token_dropout needs a tokenizer with an unknown-word token; {type(tokenizer).__name__} has none: "
+                "use --data.tokenizer word or --model.token_dropout 0"
             )
         self.tokenizer = tokenizer
 
@@ -179,7 +189,13 @@ class TextDiffusion(StoresTokenizer, Diffusion):
         return torch.full_like(ids, PAD) if guidance_scale == 0 else ids
 
     def _training_labels(self, y: Tensor) -> Tensor:
-        """Captions (B, L) with a ``prompt_dropout`` share replaced by the empty prompt."""
+        """Captions (B, L) with a ``prompt_dropout`` share replaced by the empty prompt and a ``token_dropout``
+        share of the other tokens by the unknown word."""
+        if self.hparams.token_dropout:
+            if self.tokenizer is None:
+                raise ValueError("token_dropout needs the tokenizer of a captioned DataModule (tokenizer: word)")
+            unknown = (torch.rand(y.shape, device=y.device) < self.hparams.token_dropout) & (y >= 0)  # (B, L)
+            y = torch.where(unknown, torch.full_like(y, self.tokenizer.unk_id), y)
         drop = torch.rand(y.shape[0], 1, device=y.device) < self.hparams.prompt_dropout  # (B, 1)
         return torch.where(drop, torch.full_like(y, PAD), y)
 

@@ -12,9 +12,13 @@ from genlit.data.captions import (
     HELD_OUT_TEMPLATES,
     PAD,
     TRAIN_TEMPLATES,
+    WordTokenizer,
     caption_alphabet,
     caption_digit,
     caption_for,
+    caption_tokenizer_from_json,
+    caption_vocabulary,
+    captions_for,
     fill_template,
     held_out_captions,
     pack_texts,
@@ -86,6 +90,24 @@ def test_tokenizer_round_trips_and_packs_with_padding():
 
 
 # ------------------------------------------------------------------------------------------------ encoders, nets
+def test_word_tokenizer_knows_the_training_words_and_reads_others_as_unknown():
+    tokenizer = WordTokenizer.train(caption_vocabulary())
+    train = captions_for([d % 10 for d in range(500)])
+    assert all(tokenizer.unk_id not in tokenizer.encode(c) for c in train)  # every training word is known
+    assert tokenizer.decode(tokenizer.encode("The Digit 7 written with a felt-tip pen")) == (
+        "the digit 7 written with a felt - tip pen"
+    )
+    unknown = set()
+    for caption in held_out_captions(7) + held_out_captions(2):
+        words = caption.replace(",", " ,").split()
+        unknown |= {w for w, i in zip(words, tokenizer.encode(caption), strict=True) if i == tokenizer.unk_id}
+    assert {"someone", "wrote", "times", "scribbled"} <= unknown and not unknown & {"seven", "7", "minus", "digit"}
+    again = caption_tokenizer_from_json(tokenizer.to_json())
+    assert again.vocab_size == tokenizer.vocab_size and again.encode("a red seven") == tokenizer.encode("a red seven")
+    ids = pack_texts(tokenizer, ["a handwritten seven", ""], 6)  # (2, 6)
+    assert (ids[0, :3] >= 0).all() and (ids[0, 3:] == PAD).all() and (ids[1] == PAD).all()
+
+
 def test_text_transformer_ignores_padded_ids():
     encoder = _perturb(TextTransformer(10, 6, dim=16, depth=2))
     ids = torch.tensor([[1, 2, 3, 0, 0, 0]])
@@ -137,6 +159,23 @@ def test_prompt_dropout_replaces_that_share_by_the_empty_prompt():
     empty = (out == PAD).all(dim=1)  # (N,)
     assert abs(empty.float().mean() - 0.3) < 0.02
     assert (out[~empty] == ids[0]).all()  # a kept caption is whole
+
+
+def test_token_dropout_replaces_that_share_of_tokens_by_the_unknown_word():
+    tokenizer = WordTokenizer.train(caption_vocabulary())
+    net = lambda shape, k, **kw: UNet(shape, k, channels=8, groups=4, attention_resolutions=(4,), **kw)  # noqa: E731
+    model = TextDiffusion(net, lambda v, n: TextTransformer(v, n, dim=16, depth=1), SHAPE, 0, tokenizer.vocab_size, 8,
+                          prompt_dropout=0.0, token_dropout=0.25, ema_decay=0)  # fmt: skip
+    model.set_tokenizer(tokenizer)
+    ids = pack_texts(tokenizer, ["the digit seven"] * 20_000, 8)  # 3 words, 5 padding
+    out = model._training_labels(ids)
+    assert (out[:, 3:] == PAD).all()  # padding stays padding
+    changed = out[:, :3] != ids[:, :3]
+    assert (out[:, :3][changed] == tokenizer.unk_id).all() and abs(changed.float().mean() - 0.25) < 0.01
+    with pytest.raises(ValueError, match="token_dropout needs a tokenizer with an unknown-word token; CharTokenizer"):
+        _text_model(token_dropout=0.1)
+    with pytest.raises(ValueError, match=r"token_dropout must be in \[0, 1\)"):
+        _text_model(token_dropout=1.0)
 
 
 def test_sampling_with_prompts_and_guidance():
