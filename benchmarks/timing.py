@@ -104,10 +104,13 @@ def mnist_data(batch_size: int) -> tuple[ImageDataModule, torch.Tensor]:
     return data, data.train_dataloader().dataset.tensors[0]
 
 
-def compare_with_plain_loop(doc: str, plain_loop, genlit_loop, batch_size: int, steps: int = 300, warmup: int = 30):
-    """The main of a throughput benchmark: parse the options, alternate ``plain_loop(images, steps, warmup,
-    batch_size)`` and ``genlit_loop(data, steps, warmup, progress_bar)`` on MNIST, print the ratio."""
-    args = throughput_args(doc, batch_size, steps, warmup)
+def compare_with_plain_loop(
+    doc: str, plain_loop, genlit_loop, batch_size: int, steps: int = 300, warmup: int = 30, args=None
+):
+    """The main of a throughput benchmark: parse the options (unless ``args`` holds them, parsed by a
+    :func:`throughput_parser` with more options), alternate ``plain_loop(images, steps, warmup, batch_size)`` and
+    ``genlit_loop(data, steps, warmup, progress_bar)`` on MNIST, print the ratio."""
+    args = args if args is not None else throughput_args(doc, batch_size, steps, warmup)
     data, images = mnist_data(args.batch_size)
     loops = {
         "plain": lambda: plain_loop(images, args.steps, args.warmup, args.batch_size),
