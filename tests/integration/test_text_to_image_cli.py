@@ -57,3 +57,13 @@ def test_an_unknown_text_encoder_is_one_clear_line(capsys, tmp_path, mnist_dir):
                      "--trainer.default_root_dir", str(tmp_path), "--model.init_args.text_encoder",
                      "genlit.nets.text_encoder.NoSuchEncoder")  # fmt: skip
     assert "text_encoder" in err
+
+
+def test_word_tokens_with_token_dropout_fit_and_read_unknown_words(tmp_path, mnist_dir):
+    run = fit(CONFIG, tmp_path, *mnist_args(mnist_dir), *FEW, *SMALL, "--data.init_args.tokenizer", "word",
+              "--data.init_args.block_size", "16", "--model.init_args.token_dropout", "0.1")  # fmt: skip
+    model = load_family(run / "checkpoints" / "last.ckpt")
+    assert type(model.tokenizer).__name__ == "WordTokenizer" and model.hparams.token_dropout == 0.1
+    assert model.tokenizer.encode("someone wrote a seven")[:2] == [model.tokenizer.unk_id] * 2
+    arrays = sample(run, tmp_path / "s.npz", "--prompt", "someone wrote a seven!", "--guidance-scale", "2")
+    assert arrays["arr_0"].shape == (4, 28, 28, 1)
