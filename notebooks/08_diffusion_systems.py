@@ -14,10 +14,11 @@
 # %% [markdown]
 # # 08 · Diffusion systems: samplers against FID, prompts, latent diffusion
 # Train three diffusion systems on MNIST for a few minutes each and look at what they offer: one DDPM-trained
-# model sampled by five samplers (DDPM, DDIM, Euler, Heun, DPM-Solver++) at several step counts, FID against the
-# number of network evaluations; a text-to-image model prompted with training and held-out phrasings at three
-# guidance scales; and a latent diffusion model with the autoencoder under it, its reconstructions and its latent
-# space; 19 minutes measured on this project's 2-core CPU machine (one thread, the other core busy).
+# model sampled by six samplers (DDPM, DDIM, Euler, Heun, DPM-Solver++ and its SDE form) at several step counts,
+# FID against the number of network evaluations; a text-to-image model prompted with training and held-out
+# phrasings at three guidance scales; and a latent diffusion model with the autoencoder under it, its
+# reconstructions and its latent space; 19 minutes measured on this project's 2-core CPU machine (one thread, the
+# other core busy).
 #
 # Every model is an experiment YAML of `experiments/diffusion/` trained through `genlit.fit` on the 9,000 training
 # images of `$GENLIT_DATA_DIR/mnist`, for minutes where the YAMLs give 15: the samples are a young model's, and what
@@ -75,12 +76,13 @@ def rows_picture(rows: dict[str, torch.Tensor], title: str, width: float = 8.0) 
 
 
 # %% [markdown]
-# ## 1 · One model, five samplers: FID against network evaluations
+# ## 1 · One model, six samplers: FID against network evaluations
 # `experiments/diffusion/ddpm_cosine_v_mnist.yaml`: a DDPM (cosine schedule over 1,000 noise levels, v target,
 # min-SNR-5 weighting, a 0.72M-parameter U-Net, EMA of the weights). A model trained on the discrete timesteps runs
 # under every sampler genlit has: the ancestral DDPM sampler and DDIM walk its timesteps; Euler, Heun (EDM's
 # 2nd-order sampler) and DPM-Solver++(2M) integrate the probability-flow ODE over EDM's noise levels
-# (ρ = 7, from σ = 80 down), read on this model as its timesteps' σ_t. An EDM model
+# (ρ = 7, from σ = 80 down), read on this model as its timesteps' σ_t; SDE-DPM-Solver++(2M) (`eta=1`) solves the
+# reverse SDE over the same levels, adding fresh noise at each step as DDPM does. An EDM model
 # (`experiments/diffusion/edm_mnist.yaml`) takes the last three only: DDPM and DDIM need discrete timesteps.
 
 # %%
@@ -104,9 +106,10 @@ SAMPLERS = {
     "Euler": STEPS,
     "Heun": [2, 3] if SMOKE else [3, 5, 10, 18],  # 5, 9, 19 and 35 evaluations
     "DPM-Solver++": STEPS[:-1] if not SMOKE else STEPS,
+    "SDE-DPM-Solver++": STEPS[:-1] if not SMOKE else STEPS,
 }
 MAKE = {"DDPM": DDPMSampler, "DDIM": lambda k: DDIMSampler(k, eta=0.0), "Euler": EulerSampler, "Heun": HeunSampler,
-        "DPM-Solver++": DPMSolverSampler}  # fmt: skip
+        "DPM-Solver++": DPMSolverSampler, "SDE-DPM-Solver++": lambda k: DPMSolverSampler(k, eta=1.0)}  # fmt: skip
 
 calls = [0]
 hook = model.net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
@@ -129,8 +132,8 @@ fig, ax = plt.subplots(figsize=(7, 4))
 for name, group in samplers.groupby("sampler", sort=False):
     ax.plot(group["NFE"], group["fid"], marker="o" if len(group) > 1 else "*", markersize=6 if len(group) > 1 else 14,
             label=name)  # fmt: skip
-ax.set(xscale="log", xlabel="network evaluations per sample (NFE)", ylabel=f"FID ({NUM} samples)",
-       title=f"one DDPM-trained model ({model.global_step} steps), five samplers")  # fmt: skip
+ax.set(xscale="log", yscale="log", xlabel="network evaluations per sample (NFE)", ylabel=f"FID ({NUM} samples)",
+       title=f"one DDPM-trained model ({model.global_step} steps), six samplers")  # fmt: skip
 ax.grid(True, which="both", alpha=0.3)
 ax.legend()
 fig.tight_layout()

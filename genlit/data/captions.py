@@ -149,8 +149,8 @@ class WordTokenizer:
     """A word-level caption vocabulary (Hugging Face ``tokenizers``' ``WordLevel`` model): lower-cased text split
     into words and punctuation, one id per word seen in training, ``[UNK]`` (id 0) for any other word.
 
-    Unlike characters, an unknown word cannot change how known words are read: "someone wrote the number 7 with a
-    red pen" reaches the text encoder as "[UNK] [UNK] the number 7 with a [UNK] pen". With the family's
+    Unlike characters, an unknown word cannot change how known words are read: ``someone wrote the number 7 with a
+    red pen`` reaches the text encoder as ``[UNK] [UNK] the number 7 with a [UNK] pen``. With the family's
     ``token_dropout`` the encoder learns in training that ``[UNK]`` says nothing."""
 
     UNK = "[UNK]"
