@@ -32,6 +32,7 @@ from genlit.diffusion.schedules import NoiseSchedule
 from genlit.diffusion.targets import PredictionTarget
 from genlit.families.base import NonFinitePolicy, ShapeNetFactory
 from genlit.families.diffusion import Diffusion
+from genlit.families.protocols import OnnxGraph, OnnxInput
 from genlit.families.tokenized import StoresTokenizer
 from genlit.nets.text_encoder import TextConditioned, TextTransformer
 from genlit.seeding import SampleRNG
@@ -179,6 +180,16 @@ class TextDiffusion(StoresTokenizer, Diffusion):
         if labels is not None:
             raise ValueError("this TextDiffusion is conditioned on text; pass prompt=... instead of labels")
         return None
+
+    def onnx_graph(self) -> OnnxGraph:
+        """The denoiser: ``x_t`` (B, C, H, W), ``t`` (B,) int64 timesteps and ``ids`` (B, block_size) int64, the
+        caption's token ids packed as :func:`~genlit.data.captions.pack_texts` packs them (-1 at padded positions;
+        all -1: the empty prompt of guidance) -> ``prediction``. The tokenizer is exported beside it
+        (``tokenizer.json``); the sampler's loop and guidance stay outside."""
+        graph = super().onnx_graph()
+        ids = OnnxInput("ids", ("batch", self.hparams.block_size), torch.long, self.hparams.vocab_size)
+        description = f"the denoiser: (x_t, t, ids) -> the {self.hparams.prediction} prediction"
+        return OnnxGraph(graph.module, (*graph.inputs, ids), graph.output, description)
 
     # ------------------------------------------------------------------------------------ conditioning
     def _net_labels(self, labels: Tensor | None, guidance_scale: float) -> Tensor:

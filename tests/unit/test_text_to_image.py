@@ -225,3 +225,18 @@ def test_frozen_hf_encoders_from_tiny_random_configs():
         HFTextEncoder(50, 8, config=transformers.BertConfig(vocab_size=50, **tiny))
     with pytest.raises(ValueError, match="vocabulary of 50 tokens"):
         HFTextEncoder(41, 8, config=transformers.CLIPTextConfig(vocab_size=50, **tiny))
+
+
+def test_the_onnx_denoiser_takes_the_caption_ids(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from genlit.commands.onnx_export import inference_session, onnx_graph_of, write_onnx
+
+    model = _perturb(_text_model())
+    record = write_onnx(model, tmp_path / "model.onnx")  # checks ONNX Runtime against torch on random inputs
+    assert [i["name"] for i in record["inputs"]] == ["x_t", "t", "ids"]
+    session = inference_session(tmp_path / "model.onnx")
+    x, t = torch.randn(3, *SHAPE), torch.tensor([1, 5, 19])
+    ids = pack_texts(model.tokenizer, ["a handwritten three", "", "two plus two"], 24)  # padded, and the empty prompt
+    expected = onnx_graph_of(model).module(x, t, ids)
+    got = session.run(None, {"x_t": x.numpy(), "t": t.numpy(), "ids": ids.numpy()})[0]
+    assert abs(torch.from_numpy(got) - expected).max() < 1e-4
