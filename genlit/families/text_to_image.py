@@ -52,6 +52,9 @@ class TextDiffusion(StoresTokenizer, Diffusion):
         prompt_dropout: probability of replacing a training caption by the empty prompt.
         token_dropout: probability of replacing each token of a training caption by the tokenizer's unknown word
             (``tokenizer: word``'s ``[UNK]``), so that unknown words in a prompt read as "nothing said".
+        token_insertion: probability of inserting an unknown word before each token of a training caption (the
+            caption shifts right, cut at ``block_size``), so that unknown words also move the known ones to
+            positions training did not put them in, as unseen phrasings do.
         guidance_scale: the default classifier-free guidance scale of sampling (1: the conditional model alone).
         prompts: what :meth:`sample` draws without a ``prompt`` (sample i gets ``prompts[i % len]``; e.g. one per
             digit for the training-time sample grid); empty: the empty prompt (unconditional samples).
@@ -75,6 +78,7 @@ class TextDiffusion(StoresTokenizer, Diffusion):
         min_snr_gamma: float | None = None,
         prompt_dropout: float = 0.1,
         token_dropout: float = 0.0,
+        token_insertion: float = 0.0,
         guidance_scale: float = 1.0,
         prompts: list[str] | None = None,
         clip_x0: bool = True,
@@ -91,8 +95,9 @@ class TextDiffusion(StoresTokenizer, Diffusion):
             )
         if num_classes:
             raise ValueError("TextDiffusion is conditioned on captions, not class labels; use data without labels")
-        if not 0 <= token_dropout < 1:
-            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
+        if not (0 <= token_dropout < 1 and 0 <= token_insertion < 1):
+            raise ValueError(f"token_dropout and token_insertion must be in [0, 1), got {token_dropout} and "
+                             f"{token_insertion}")  # fmt: skip
         self._text_args = (text_encoder or TextTransformer, vocab_size, block_size)  # for build_net, before hparams
         super().__init__(net, data_shape, 0, schedule, sampler, prediction, min_snr_gamma, False, prompt_dropout,
                          guidance_scale, clip_x0, ema_decay, nll_timesteps, optimizer, lr_scheduler,
@@ -114,10 +119,10 @@ class TextDiffusion(StoresTokenizer, Diffusion):
                 f"the tokenizer has {tokenizer.vocab_size} tokens but the model was built for "
                 f"{self.hparams.vocab_size}; use the DataModule (and tokenizer) the model was trained with"
             )
-        if self.hparams.token_dropout and getattr(tokenizer, "unk_id", None) is None:
+        if self._unknown_words and getattr(tokenizer, "unk_id", None) is None:
             raise ValueError(
-                f"token_dropout needs a tokenizer with an unknown-word token; {type(tokenizer).__name__} has none: "
-                "use --data.tokenizer word or --model.token_dropout 0"
+                f"token_dropout and token_insertion need a tokenizer with an unknown-word token; "
+                f"{type(tokenizer).__name__} has none: use --data.tokenizer word (or set both to 0)"
             )
         self.tokenizer = tokenizer
 
@@ -200,15 +205,24 @@ class TextDiffusion(StoresTokenizer, Diffusion):
         return torch.full_like(ids, PAD) if guidance_scale == 0 else ids
 
     def _training_labels(self, y: Tensor) -> Tensor:
-        """Captions (B, L) with a ``prompt_dropout`` share replaced by the empty prompt and a ``token_dropout``
-        share of the other tokens by the unknown word."""
-        if self.hparams.token_dropout:
+        """Captions (B, L) with unknown words inserted (``token_insertion``), a ``token_dropout`` share of the
+        tokens replaced by the unknown word, and a ``prompt_dropout`` share of the captions by the empty prompt."""
+        if self._unknown_words:
             if self.tokenizer is None:
-                raise ValueError("token_dropout needs the tokenizer of a captioned DataModule (tokenizer: word)")
+                raise ValueError("token_dropout and token_insertion need the tokenizer of a captioned DataModule "
+                                 "(tokenizer: word)")  # fmt: skip
+            unk = self.tokenizer.unk_id
+            if self.hparams.token_insertion:
+                y = insert_unknown(y, self.hparams.token_insertion, unk)
             unknown = (torch.rand(y.shape, device=y.device) < self.hparams.token_dropout) & (y >= 0)  # (B, L)
-            y = torch.where(unknown, torch.full_like(y, self.tokenizer.unk_id), y)
+            y = torch.where(unknown, torch.full_like(y, unk), y)
         drop = torch.rand(y.shape[0], 1, device=y.device) < self.hparams.prompt_dropout  # (B, 1)
         return torch.where(drop, torch.full_like(y, PAD), y)
+
+    @property
+    def _unknown_words(self) -> bool:
+        """Whether training puts unknown words into the captions."""
+        return bool(self.hparams.token_dropout or self.hparams.token_insertion)
 
     def _eval_labels(self, y: Tensor) -> Tensor:
         return y
@@ -220,3 +234,19 @@ class TextDiffusion(StoresTokenizer, Diffusion):
         with self.ema_weights():
             loss, _ = self.losses(x, torch.full_like(y, PAD), self._seeded(x, batch_idx))
         self.log("test/loss_empty_prompt", loss.mean(), sync_dist=True, batch_size=len(x))
+
+
+def insert_unknown(ids: Tensor, p: float, unk: int) -> Tensor:
+    """Packed ids (B, L) (real tokens first, then ``PAD``) with the id ``unk`` inserted before each real token with
+    probability ``p``: the tokens after an insertion shift right, and what passes position L is cut."""
+    batch, length = ids.shape
+    real = ids >= 0  # (B, L)
+    inserted = (torch.rand(ids.shape, device=ids.device) < p) & real  # (B, L): an unknown word before token j
+    position = torch.arange(length, device=ids.device) + inserted.long().cumsum(1)  # (B, L): token j's new place
+    rows = torch.arange(batch, device=ids.device).unsqueeze(1).expand(batch, length)  # (B, L)
+    out = torch.full_like(ids, PAD)
+    kept = real & (position < length)
+    out[rows[kept], position[kept]] = ids[kept]
+    before = inserted & (position - 1 < length)
+    out[rows[before], position[before] - 1] = unk
+    return out

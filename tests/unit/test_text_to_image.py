@@ -172,10 +172,26 @@ def test_token_dropout_replaces_that_share_of_tokens_by_the_unknown_word():
     assert (out[:, 3:] == PAD).all()  # padding stays padding
     changed = out[:, :3] != ids[:, :3]
     assert (out[:, :3][changed] == tokenizer.unk_id).all() and abs(changed.float().mean() - 0.25) < 0.01
-    with pytest.raises(ValueError, match="token_dropout needs a tokenizer with an unknown-word token; CharTokenizer"):
+    with pytest.raises(ValueError, match="token_insertion need a tokenizer with an unknown-word token; CharTokenizer"):
         _text_model(token_dropout=0.1)
-    with pytest.raises(ValueError, match=r"token_dropout must be in \[0, 1\)"):
-        _text_model(token_dropout=1.0)
+    with pytest.raises(ValueError, match=r"token_dropout and token_insertion must be in \[0, 1\)"):
+        _text_model(token_insertion=1.0)
+
+
+def test_token_insertion_shifts_the_caption_right_past_inserted_unknown_words():
+    from genlit.families.text_to_image import insert_unknown
+
+    torch.manual_seed(0)
+    ids = torch.tensor([[5, 6, 7, 8, PAD, PAD, PAD, PAD, PAD, PAD]] * 5000)  # 4 words, room for 6 more
+    out = insert_unknown(ids, 0.3, unk=0)
+    for row in out[:200]:
+        real = row[row >= 0]
+        assert real[real != 0].tolist() == [5, 6, 7, 8]  # the words, in order, with unknown words between
+        assert (row[len(real) :] == PAD).all()  # still packed: padding after the tokens
+    assert abs((out == 0).sum(1).float().mean() - 4 * 0.3) < 0.05  # 0.3 insertions per word
+    assert torch.equal(insert_unknown(ids, 0.0, unk=0), ids)
+    full = insert_unknown(torch.tensor([[5, 6, 7]] * 100), 0.5, unk=0)  # no room: the end is cut
+    assert (full >= 0).all() and (full[:, 0] != PAD).all() and ((full == 5) | (full == 0))[:, 0].all()
 
 
 def test_sampling_with_prompts_and_guidance():
