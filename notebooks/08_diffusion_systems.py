@@ -151,7 +151,8 @@ rows_picture(shown, "the same noise, every sampler and step count", width=7.0)
 # %% [markdown]
 # ## 2 · Text to image: a prompt grid
 # `experiments/diffusion/text2img_mnist.yaml`: the same kind of U-Net with cross-attention at 7x7 to a small
-# character-level transformer trained jointly, on captions made from the labels in code (`genlit.data.captions`):
+# transformer over the caption's words, trained jointly (a word training never saw reads as `[UNK]`), on
+# captions made from the labels in code (`genlit.data.captions`):
 # number words, numerals and arithmetic in paraphrases with distractor words about the pen and the style. 10% of
 # the captions are dropped to the empty prompt, so one network is also the unconditional model that classifier-free
 # guidance mixes: out = out_empty + s (out_prompt - out_empty).

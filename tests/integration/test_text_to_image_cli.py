@@ -46,8 +46,9 @@ def test_sample_with_a_prompt_and_guidance(run, tmp_path):
 
 def test_bad_prompts_are_one_clear_line(run, capsys):
     ckpt = str(run / "checkpoints" / "last.ckpt")
-    err = error_line(capsys, "sample", "--ckpt", ckpt, "--num", "2", "--out", "x.npz", "--prompt", "a three!")
-    assert "outside the model's vocabulary" in err
+    long = " ".join(["three"] * 17)  # the configured word tokens read 16 words
+    err = error_line(capsys, "sample", "--ckpt", ckpt, "--num", "2", "--out", "x.npz", "--prompt", long)
+    assert "has 17 tokens, more than the 16 this model reads; shorten it" in err
     err = error_line(capsys, "sample", "--ckpt", ckpt, "--num", "2", "--out", "x.npz", "--label", "3")
     assert "class-conditional" in err
 
@@ -59,11 +60,18 @@ def test_an_unknown_text_encoder_is_one_clear_line(capsys, tmp_path, mnist_dir):
     assert "text_encoder" in err
 
 
-def test_word_tokens_with_token_dropout_fit_and_read_unknown_words(tmp_path, mnist_dir):
-    run = fit(CONFIG, tmp_path, *mnist_args(mnist_dir), *FEW, *SMALL, "--data.init_args.tokenizer", "word",
-              "--data.init_args.block_size", "16", "--model.init_args.token_dropout", "0.1")  # fmt: skip
+def test_word_tokens_read_unknown_words(run, tmp_path):
     model = load_family(run / "checkpoints" / "last.ckpt")
     assert type(model.tokenizer).__name__ == "WordTokenizer" and model.hparams.token_dropout == 0.1
     assert model.tokenizer.encode("someone wrote a seven")[:2] == [model.tokenizer.unk_id] * 2
     arrays = sample(run, tmp_path / "s.npz", "--prompt", "someone wrote a seven!", "--guidance-scale", "2")
     assert arrays["arr_0"].shape == (4, 28, 28, 1)
+
+
+def test_character_tokens_refuse_unknown_characters(tmp_path, mnist_dir, capsys):
+    run = fit(CONFIG, tmp_path, *mnist_args(mnist_dir), *FEW, *SMALL, "--data.init_args.tokenizer", "char",
+              "--data.init_args.block_size", "48", "--model.init_args.token_dropout", "0")  # fmt: skip
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    assert type(load_family(ckpt).tokenizer).__name__ == "CharTokenizer"
+    err = error_line(capsys, "sample", "--ckpt", ckpt, "--num", "2", "--out", "x.npz", "--prompt", "a three!")
+    assert "outside the model's vocabulary" in err
