@@ -37,3 +37,12 @@ def test_parse_sampler():
 def test_parse_sampler_rejects(name):
     with pytest.raises(argparse.ArgumentTypeError, match="sampler"):
         parse_sampler(name)
+
+
+def test_the_plain_loops_cosine_schedule_is_genlits():
+    import torch
+
+    from benchmarks.ldm_throughput import cosine_alpha_bar
+    from genlit.diffusion import CosineSchedule
+
+    assert torch.allclose(cosine_alpha_bar(), CosineSchedule().alpha_bar.float(), rtol=1e-5, atol=1e-7)
