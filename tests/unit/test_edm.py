@@ -152,21 +152,11 @@ def test_dpm_solver_recovers_a_gaussian_with_the_analytic_denoiser_edm():
     assert errors[1] < 0.01 * STD and errors[1] < errors[0] / 5  # 20 steps: 5% off; 100: 0.4%
 
 
-def test_sde_dpm_solver_recovers_a_gaussian_and_draws_noise_per_sample():
-    from genlit.seeding import SampleRNG
-
+def test_sde_dpm_solver_recovers_a_gaussian():
     noise = torch.randn(200_000, generator=torch.Generator().manual_seed(3))
     samples = DPMSolverSampler(100, eta=1.0).sample(lambda x, sigma: (gaussian_d(x, sigma), None), noise, EDMSchedule())
     assert samples.mean().item() == pytest.approx(MU, abs=0.01)
     assert samples.std().item() == pytest.approx(STD, rel=0.02)
-    schedule = EDMSchedule()
-    model = EDM(lambda shape, classes: GaussianF(schedule), data_shape=(1, 2, 2), schedule=schedule, ema_decay=0)
-    sde = DPMSolverSampler(10, eta=1.0)
-    a = model.sample(4, sampler=sde, generator=SampleRNG(range(4), seed=3))
-    b = model.sample(2, sampler=sde, generator=SampleRNG(range(2, 4), seed=3))
-    assert torch.allclose(a[2:], b, atol=1e-6)
-    ode = model.sample(4, sampler=DPMSolverSampler(10), generator=SampleRNG(range(4), seed=3))
-    assert not torch.allclose(a, ode, atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -204,16 +194,18 @@ def test_euler_on_vp_timesteps_is_deterministic_ddim():
     assert torch.allclose(got, expected, atol=1e-4)
 
 
-def test_churn_adds_noise_from_the_per_sample_rng():
+@pytest.mark.parametrize("stochastic, deterministic", [
+    (HeunSampler(10, churn=20), HeunSampler(10)), (DPMSolverSampler(10, eta=1.0), DPMSolverSampler(10)),
+], ids=["heun-churn", "sde-dpm"])  # fmt: skip
+def test_stochastic_samplers_draw_noise_from_the_per_sample_rng(stochastic, deterministic):
     from genlit.seeding import SampleRNG
 
     schedule = EDMSchedule()
     model = EDM(lambda shape, classes: GaussianF(schedule), data_shape=(1, 2, 2), schedule=schedule, ema_decay=0)
-    churned = HeunSampler(10, churn=20)
-    a = model.sample(4, sampler=churned, generator=SampleRNG(range(4), seed=3))
-    b = model.sample(2, sampler=churned, generator=SampleRNG(range(2, 4), seed=3))
+    a = model.sample(4, sampler=stochastic, generator=SampleRNG(range(4), seed=3))
+    b = model.sample(2, sampler=stochastic, generator=SampleRNG(range(2, 4), seed=3))
     assert torch.allclose(a[2:], b, atol=1e-6)
-    plain = model.sample(4, sampler=HeunSampler(10), generator=SampleRNG(range(4), seed=3))
+    plain = model.sample(4, sampler=deterministic, generator=SampleRNG(range(4), seed=3))
     assert not torch.allclose(a, plain, atol=1e-3)
 
 
