@@ -70,7 +70,8 @@ def test_word_tokens_read_unknown_words(run, tmp_path):
 
 def test_character_tokens_refuse_unknown_characters(tmp_path, mnist_dir, capsys):
     run = fit(CONFIG, tmp_path, *mnist_args(mnist_dir), *FEW, *SMALL, "--data.init_args.tokenizer", "char",
-              "--data.init_args.block_size", "48", "--model.init_args.token_dropout", "0")  # fmt: skip
+              "--data.init_args.block_size", "48", "--model.init_args.token_dropout", "0",
+              "--model.init_args.token_insertion", "0")  # fmt: skip
     ckpt = str(run / "checkpoints" / "last.ckpt")
     assert type(load_family(ckpt).tokenizer).__name__ == "CharTokenizer"
     err = error_line(capsys, "sample", "--ckpt", ckpt, "--num", "2", "--out", "x.npz", "--prompt", "a three!")
