@@ -17,7 +17,7 @@
 # model sampled by six samplers (DDPM, DDIM, Euler, Heun, DPM-Solver++ and its SDE form) at several step counts,
 # FID against the number of network evaluations; a text-to-image model prompted with training and held-out
 # phrasings at three guidance scales; and a latent diffusion model with the autoencoder under it, its
-# reconstructions and its latent space; 19 minutes measured on this project's 2-core CPU machine (one thread, the
+# reconstructions and its latent space; about 23 minutes on this project's 2-core CPU machine (one thread, the
 # other core busy).
 #
 # Every model is an experiment YAML of `experiments/diffusion/` trained through `genlit.fit` on the 9,000 training
@@ -158,7 +158,7 @@ rows_picture(shown, "the same noise, every sampler and step count", width=7.0)
 # guidance mixes: out = out_empty + s (out_prompt - out_empty).
 
 # %%
-TEXT_MINUTES = 3.0
+TEXT_MINUTES = 6.5  # about 1,300 steps here: prompts are followed from about 1,000 steps on
 text = train("experiments/diffusion/text2img_mnist.yaml", TEXT_MINUTES)
 t2i = text.model.eval()
 
