@@ -15,7 +15,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from benchmarks.diffusion_throughput import EMA_DECAY, SHAPE, UNET, adam
-from benchmarks.timing import BatchTimer, compare_with_plain_loop, quiet_trainer
+from benchmarks.timing import compare_with_plain_loop, fit_rate
 from genlit.data.images import ImageDataModule
 from genlit.families.edm import EDM
 
@@ -49,9 +49,7 @@ def plain_loop(images: torch.Tensor, steps: int, warmup: int, batch_size: int) -
 def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bool) -> float:
     """genlit's EDM through a Lightning Trainer; returns steps/s after ``warmup`` steps."""
     model = EDM(UNET, SHAPE, 10, ema_decay=EMA_DECAY, optimizer=adam)
-    timer = BatchTimer(warmup)
-    quiet_trainer(warmup + steps, timer, progress_bar).fit(model, datamodule=data)
-    return timer.rate(steps)
+    return fit_rate(model, data, steps, warmup, progress_bar)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from benchmarks.timing import BatchTimer, alternate, mnist_data, quiet_trainer, report_ratio, throughput_args
+from benchmarks.timing import alternate, fit_rate, mnist_data, report_ratio, throughput_args
 from genlit.data.images import ImageDataModule
 from genlit.families.gan import GAN
 from genlit.nets.dcgan import DCGANDiscriminator, DCGANGenerator
@@ -62,9 +62,7 @@ def plain_loop(images: torch.Tensor, steps: int, warmup: int, batch_size: int, f
 def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bool) -> float:
     """genlit's GAN through a Lightning Trainer; returns steps/s after ``warmup`` steps."""
     model = GAN(DCGANGenerator, DCGANDiscriminator, SHAPE, 10, g_optimizer=adam, d_optimizer=adam)
-    timer = BatchTimer(warmup)
-    quiet_trainer(2 * (warmup + steps), timer, progress_bar).fit(model, datamodule=data)  # D + G step per batch
-    return timer.rate(steps)
+    return fit_rate(model, data, steps, warmup, progress_bar, optimizer_steps_per_batch=2)  # D + G step per batch
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from benchmarks.diffusion_throughput import EMA_DECAY, SHAPE, adam
-from benchmarks.timing import BatchTimer, compare_with_plain_loop, quiet_trainer, throughput_parser
+from benchmarks.timing import compare_with_plain_loop, fit_rate, throughput_parser
 from genlit.data.images import ImageDataModule
 from genlit.diffusion import CosineSchedule
 from genlit.families.autoencoder import KLAutoencoder
@@ -93,9 +93,7 @@ def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bo
     model = LatentDiffusion(LATENT_DIT, autoencoder=autoencoder, data_shape=SHAPE, schedule=CosineSchedule(),
                             prediction="v", min_snr_gamma=MIN_SNR_GAMMA, clip_x0=False, ema_decay=EMA_DECAY,
                             optimizer=adam)  # fmt: skip
-    timer = BatchTimer(warmup)
-    quiet_trainer(warmup + steps, timer, progress_bar).fit(model, datamodule=data)
-    return timer.rate(steps)
+    return fit_rate(model, data, steps, warmup, progress_bar)
 
 
 def main() -> None:

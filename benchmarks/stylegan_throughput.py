@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from benchmarks.timing import BatchTimer, compare_with_plain_loop, quiet_trainer
+from benchmarks.timing import compare_with_plain_loop, fit_rate
 from genlit.data.images import ImageDataModule
 from genlit.families.gan import GAN
 from genlit.nets.stylegan import StyleGANDiscriminator, StyleGANGenerator
@@ -80,9 +80,7 @@ def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bo
     nets = partial(StyleGANGenerator, **G_ARGS), partial(StyleGANDiscriminator, **D_ARGS)
     recipe = {"r1_gamma": R1_GAMMA, "r1_every": R1_EVERY, "ema_decay": EMA_DECAY}
     model = GAN(*nets, SHAPE, 10, **recipe, g_optimizer=adam, d_optimizer=adam)
-    timer = BatchTimer(warmup)
-    quiet_trainer(2 * (warmup + steps), timer, progress_bar).fit(model, datamodule=data)  # D + G step per batch
-    return timer.rate(steps)
+    return fit_rate(model, data, steps, warmup, progress_bar, optimizer_steps_per_batch=2)  # D + G step per batch
 
 
 if __name__ == "__main__":

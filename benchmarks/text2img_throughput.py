@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from benchmarks.diffusion_throughput import EMA_DECAY, NET, SHAPE, adam
 from benchmarks.ldm_throughput import MIN_SNR_GAMMA, cosine_alpha_bar
-from benchmarks.timing import BatchTimer, alternate, quiet_trainer, report_ratio, throughput_args
+from benchmarks.timing import alternate, fit_rate, report_ratio, throughput_args
 from genlit.data.captioned import CaptionedImageDataModule
 from genlit.data.captions import PAD
 from genlit.diffusion import CosineSchedule
@@ -75,9 +75,7 @@ def genlit_loop(data: CaptionedImageDataModule, steps: int, warmup: int, progres
                           prediction="v", min_snr_gamma=MIN_SNR_GAMMA, prompt_dropout=PROMPT_DROPOUT,
                           token_dropout=TOKEN_DROPOUT, token_insertion=TOKEN_INSERTION, ema_decay=EMA_DECAY,
                           optimizer=adam)  # fmt: skip
-    timer = BatchTimer(warmup)
-    quiet_trainer(warmup + steps, timer, progress_bar).fit(model, datamodule=data)
-    return timer.rate(steps)
+    return fit_rate(model, data, steps, warmup, progress_bar)
 
 
 def main() -> None:

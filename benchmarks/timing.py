@@ -47,6 +47,14 @@ def quiet_trainer(max_steps: int, timer: BatchTimer, progress_bar: bool, **train
     )  # fmt: skip
 
 
+def fit_rate(model, data, steps: int, warmup: int, progress_bar: bool, optimizer_steps_per_batch: int = 1) -> float:
+    """Fit ``model`` on ``data`` in a :func:`quiet_trainer` for ``warmup + steps`` batches; training batches/s after
+    ``warmup`` (``optimizer_steps_per_batch`` 2 for a GAN's D + G steps)."""
+    timer = BatchTimer(warmup)
+    quiet_trainer(optimizer_steps_per_batch * (warmup + steps), timer, progress_bar).fit(model, datamodule=data)
+    return timer.rate(steps)
+
+
 def alternate(loops: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
     """Run every loop once per repeat, in turn (so slow phases of a noisy machine hit all of them);
     print each repeat and the medians, and return every loop's steps/s per repeat."""

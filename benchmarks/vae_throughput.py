@@ -15,7 +15,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from benchmarks.timing import BatchTimer, compare_with_plain_loop, quiet_trainer
+from benchmarks.timing import compare_with_plain_loop, fit_rate
 from genlit.data.images import ImageDataModule
 from genlit.families.vae import VAE
 from genlit.nets.conv_vae import ConvDecoder, ConvEncoder
@@ -55,9 +55,7 @@ def genlit_loop(data: ImageDataModule, steps: int, warmup: int, progress_bar: bo
     model = VAE(
         partial(ConvEncoder, **NETS), partial(ConvDecoder, **NETS), SHAPE, 10, latent_dim=LATENT, optimizer=adam
     )
-    timer = BatchTimer(warmup)
-    quiet_trainer(warmup + steps, timer, progress_bar).fit(model, datamodule=data)
-    return timer.rate(steps)
+    return fit_rate(model, data, steps, warmup, progress_bar)
 
 
 def main() -> None:
